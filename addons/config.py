@@ -1,0 +1,39 @@
+"""The user's TOML config file (`--config` / `turnout_config`): one file, a table per concern."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+KNOWN_TABLES = frozenset({"router", "cache", "budgets", "breakers", "attribution", "prices", "proxy"})
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime: float) -> dict[str, Any]:
+    data = tomllib.loads(Path(path).read_text())
+    unknown = set(data) - KNOWN_TABLES
+    if unknown:
+        raise ValueError(f"{path}: unknown table(s) {sorted(unknown)}; expected some of {sorted(KNOWN_TABLES)}")
+    return data
+
+
+def load_config(path: str | None) -> dict[str, Any]:
+    """The parsed config, or {} when no file is set. Raises ValueError with the file name on any problem."""
+    if not path:
+        return {}
+    p = Path(path).expanduser()
+    try:
+        return _load(str(p), p.stat().st_mtime)
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {p}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{p}: not valid TOML: {e}") from None
+
+
+def section(path: str | None, name: str) -> dict[str, Any]:
+    table = load_config(path).get(name, {})
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [{name}] must be a table")
+    return table

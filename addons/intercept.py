@@ -1,0 +1,121 @@
+"""Intercept: pick out the provider flows; everything else is tunnelled untouched.
+
+Only provider hosts are TLS-intercepted (mitmproxy's `allow_hosts`), so the proxy never sees
+other traffic. For provider flows it parses the request once and hangs an `LLMFlow` on the flow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+
+from mitmproxy import ctx, exceptions, http
+
+from turnout.ledger import providers
+from turnout.ledger.keys import key_fingerprint
+
+from . import config, state
+
+log = logging.getLogger(__name__)
+
+
+def allow_hosts_patterns(hosts: Sequence[str]) -> list[str]:
+    return [rf"^{re.escape(h.lower())}(:\d+)?$" for h in hosts]
+
+
+def parse_hosts(values: Sequence[str]) -> dict[str, str]:
+    """`host` or `host=provider` entries to {host: provider}; raises ValueError on an unknown provider."""
+    out: dict[str, str] = {}
+    for value in values:
+        host, _, provider = value.partition("=")
+        host, provider = host.strip().lower(), (provider.strip() or "openai")
+        if not host or "/" in host or ":" in host:
+            raise ValueError(f"not a host name: {value!r}")
+        if provider not in providers.PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r} for {host} (known: {sorted(providers.PROVIDERS)})")
+        out[host] = provider
+    return out
+
+
+class Intercept:
+    def __init__(self) -> None:
+        self.hosts: dict[str, str] = {"api.openai.com": "openai"}
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "turnout_hosts",
+            Sequence[str],
+            ["api.openai.com"],
+            "Provider hosts turnout intercepts (TLS), as `host` or `host=provider`. "
+            "Every other host is tunnelled untouched.",
+        )
+        loader.add_option(
+            "turnout_config", str, "", "turnout's TOML config file (router, cache, budgets, attribution, prices)."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "turnout_hosts" in updated:
+            try:
+                self.hosts = parse_hosts(ctx.options.turnout_hosts)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"turnout_hosts: {e}") from None
+            if not ctx.options.ignore_hosts:
+                ctx.options.update(allow_hosts=allow_hosts_patterns(list(self.hosts)))
+        if "turnout_config" in updated:
+            try:
+                config.load_config(ctx.options.turnout_config)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"turnout_config: {e}") from None
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager dials the provider at CONNECT time: answers the proxy serves itself would still touch the network.
+            ctx.options.update(connection_strategy="lazy", upstream_cert=False)
+
+    def running(self) -> None:
+        server = ctx.master.addons.get("proxyserver")
+        for host, port, *_ in server.listen_addrs() if server else ():
+            print(f"turnout: listening on {host}:{port}", flush=True)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        host = flow.request.host.lower()
+        if host not in self.hosts:
+            return
+        provider = providers.PROVIDERS[self.hosts[host]]
+        endpoint = provider.endpoint(flow.request.path)
+        body, body_error = None, None
+        raw = flow.request.get_content(strict=False) or b""
+        if raw:
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as e:
+                body_error = f"request body is not JSON: {e}"[:300]
+        headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        key = provider.api_key(headers, dict(flow.request.query))
+        llm = state.LLMFlow(
+            provider=provider,
+            endpoint=endpoint,
+            body=body,
+            body_error=body_error,
+            request_text=raw.decode("utf-8", "replace"),
+            requested_model=provider.request_model(endpoint, body) if endpoint else None,
+            api_key_fp=key_fingerprint(key),
+            stream=bool(endpoint) and provider.wants_stream(endpoint, body),
+            started=flow.request.timestamp_start,
+        )
+        flow.metadata[state.KEY] = llm
+        record = ctx.master.addons.get("record")
+        if record is not None and not record.accepting():
+            # The ledger cannot be written: refuse rather than forward traffic nobody will see on the bill.
+            llm.served_locally = True
+            flow.response = state.json_response(
+                503,
+                provider.error_body(
+                    status=503,
+                    message=f"turnout: the ledger cannot be written ({record.writer.last_error}); refusing to forward unrecorded traffic",
+                    type="turnout_ledger_unavailable",
+                    code="ledger_unavailable",
+                ),
+            )

@@ -1,0 +1,307 @@
+"""Record: every provider flow becomes one ledger row — streamed or not, answered, failed or aborted.
+
+Streams are teed, never buffered: `flow.response.stream` is a callable that passes bytes on
+as they arrive and feeds a copy to the provider's assembler. The row is written by the
+background LedgerWriter; this addon only builds it. Like mitmproxy's `save`, the recorder is a
+promise: if the ledger cannot be written, Intercept refuses traffic rather than forward it unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from turnout.ledger.pricing import PriceBook, Usage, load_price_file, parse_price_overrides
+from turnout.ledger.sse import SSEParser, incremental_decoder, parse_event_block, split_complete
+from turnout.ledger.store import iso_utc
+from turnout.ledger.writer import LedgerWriter
+
+from . import config, state
+
+log = logging.getLogger(__name__)
+
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,')
+
+
+class StreamTee:
+    """The `flow.response.stream` callable: forwards every byte at once, keeps a copy for the ledger.
+
+    When turnout added `include_usage` upstream, the usage-only chunk (and the `"usage":null`
+    keys it brings) are cut so the client sees exactly the stream it asked for; only an
+    unfinished event is held back for that, never a whole one.
+    """
+
+    def __init__(self, llm: state.LLMFlow, content_encoding: str | None) -> None:
+        self.llm = llm
+        self.parser = SSEParser()
+        self.decoder = incremental_decoder(content_encoding)
+        self.strip = llm.usage_injected and (content_encoding or "identity").lower() == "identity"
+        self.held = b""
+        self.broken = False
+        llm.assembler = llm.provider.stream_assembler(llm.endpoint or "chat")
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.broken:
+            return data
+        try:
+            return self._tee(data)
+        except Exception as e:  # noqa: BLE001 - a parsing bug must never break the client's stream
+            log.warning("turnout: stream tee failed (%s); passing the rest through untouched", e)
+            self.broken = True
+            out, self.held = self.held + data, b""
+            return out
+
+    def _tee(self, data: bytes) -> bytes:
+        llm = self.llm
+        if not data:
+            for ev in self.parser.close():
+                llm.assembler.feed(ev)
+            llm.stream_ended_at = time.time()
+            out, self.held = self.held, b""
+            return self._strip(out) if self.strip and out else out
+        if llm.first_byte_at is None:
+            llm.first_byte_at = time.time()
+        for ev in self.parser.feed(self.decoder.decompress(data)):
+            llm.assembler.feed(ev)
+        if not self.strip:
+            return data
+        blocks, self.held = split_complete(self.held + data)
+        return b"".join(self._strip(b) for b in blocks)
+
+    def _strip(self, block: bytes) -> bytes:
+        if b'"usage"' not in block:
+            return block
+        if b'"choices":[]' in block.replace(b" ", b""):
+            ev = parse_event_block(block)
+            if ev is not None:
+                try:
+                    if llm_usage_only(self.llm, json.loads(ev.data)):
+                        return b""
+                except ValueError:
+                    pass
+        return _USAGE_NULL.sub(b"", block)
+
+
+def llm_usage_only(llm: state.LLMFlow, chunk: Any) -> bool:
+    return bool(getattr(llm.provider, "is_usage_only_chunk", lambda c: False)(chunk))
+
+
+def _error_text(status: int, body: Any, raw: bytes) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        parts = [str(err.get(k)) for k in ("type", "code") if err.get(k)]
+        return f"HTTP {status}: {err.get('message') or ''} ({', '.join(parts)})"[:500]
+    return f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
+
+
+class Record:
+    def __init__(self) -> None:
+        self.writer: LedgerWriter | None = None
+        self.prices = PriceBook()
+        self.store_bodies = True
+        self.open_flows: dict[str, http.HTTPFlow] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option("turnout_db", str, "turnout.db", "The ledger: a SQLite file, one row per provider flow.")
+        loader.add_option(
+            "turnout_store_bodies", bool, True, "Store request and response bodies in the ledger (never auth headers)."
+        )
+        loader.add_option(
+            "turnout_prices",
+            str,
+            "",
+            "A TOML/JSON price file for custom or self-hosted models: "
+            '[models."name"] input_mtok, output_mtok, cached_input_mtok (USD per million tokens).',
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "turnout_db" in updated:
+            if self.writer is not None:
+                self.writer.close()
+            try:
+                self.writer = LedgerWriter(ctx.options.turnout_db)
+            except Exception as e:  # noqa: BLE001 - any failure to open is fatal at start, with the path
+                raise exceptions.OptionsError(f"turnout_db: cannot open ledger {ctx.options.turnout_db!r}: {e}")
+            self.writer.start()
+        if updated & {"turnout_prices", "turnout_config"}:
+            try:
+                overrides = parse_price_overrides(
+                    config.section(ctx.options.turnout_config, "prices").get("models", {}), origin="[prices]"
+                )
+                if ctx.options.turnout_prices:
+                    overrides.update(load_price_file(ctx.options.turnout_prices))
+            except (OSError, ValueError) as e:
+                raise exceptions.OptionsError(f"turnout_prices: {e}") from None
+            self.prices = PriceBook(overrides)
+        if "turnout_store_bodies" in updated:
+            self.store_bodies = ctx.options.turnout_store_bodies
+
+    def accepting(self) -> bool:
+        return self.writer is not None and self.writer.healthy
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if state.get(flow) is not None:
+            self.open_flows[flow.id] = flow
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        llm = state.get(flow)
+        if llm is None or flow.response is None:
+            return
+        flow.response.headers.update(llm.response_headers)
+        ctype = flow.response.headers.get("content-type", "")
+        if ctype.startswith("text/event-stream"):
+            try:
+                flow.response.stream = StreamTee(llm, flow.response.headers.get("content-encoding"))
+            except ValueError as e:  # an encoding we cannot decode: still stream, record without content
+                log.warning("turnout: %s; streaming %s unparsed", e, flow.request.path)
+                flow.response.stream = True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        llm = state.get(flow)
+        if llm is None or llm.recorded or flow.response is None:
+            return
+        flow.response.headers.update(llm.response_headers)
+        self._record(flow, llm, error=None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        llm = state.get(flow)
+        if llm is None or llm.recorded:
+            return
+        msg = flow.error.msg if flow.error else "unknown error"
+        if llm.assembler is not None:
+            msg = f"stream incomplete: {msg}"
+        self._record(flow, llm, error=msg)
+
+    def done(self) -> None:
+        for flow in list(self.open_flows.values()):
+            llm = state.get(flow)
+            if llm is not None and not llm.recorded:
+                self._record(flow, llm, error="turnout shut down before the flow finished")
+        if self.writer is not None:
+            self.writer.close()
+
+    # -- building the row ------------------------------------------------------------------
+
+    def _record(self, flow: http.HTTPFlow, llm: state.LLMFlow, *, error: str | None) -> None:
+        llm.recorded = True
+        self.open_flows.pop(flow.id, None)
+        try:
+            row = self.build_row(flow, llm, error)
+        except Exception as e:  # noqa: BLE001 - a bug here must cost a column, not the row
+            log.exception("turnout: could not parse flow %s", flow.id)
+            row = self._bare_row(flow, llm, error or f"turnout could not parse this flow: {e}")
+        for settle in llm.on_record:
+            try:
+                settle(row)
+            except Exception:  # noqa: BLE001
+                log.exception("turnout: a settle callback failed for flow %s", flow.id)
+        if self.writer is not None:
+            self.writer.submit("flows", row)
+        flow.comment = flow_comment(row)
+        flow.metadata[state.KEY] = {k: v for k, v in row.items() if k not in ("request_body", "response_body")}
+
+    def _bare_row(self, flow: http.HTTPFlow, llm: state.LLMFlow, error: str | None) -> dict[str, Any]:
+        req = flow.request
+        client = flow.client_conn.peername
+        return {
+            "id": flow.id,
+            "started_at": iso_utc(llm.started),
+            "provider": llm.provider.name,
+            "endpoint": llm.endpoint,
+            "host": req.pretty_host if not llm.served_locally else req.host,
+            "method": req.method,
+            "path": req.path,
+            "requested_model": llm.requested_model,
+            "model": llm.model,
+            "stream": int(llm.stream),
+            "api_key_fp": llm.api_key_fp,
+            "user": llm.body.get("user") if isinstance(llm.body, dict) and isinstance(llm.body.get("user"), str) else None,
+            "client_addr": f"{client[0]}:{client[1]}" if client else None,
+            "error": error,
+            "request_body": llm.request_text if self.store_bodies else None,
+            **llm.columns,
+        }
+
+    def build_row(self, flow: http.HTTPFlow, llm: state.LLMFlow, error: str | None) -> dict[str, Any]:
+        row = self._bare_row(flow, llm, error)
+        resp = flow.response
+        now = time.time()
+        body: Any = None
+        usage: Usage | None = None
+        response_text: str | None = None
+        if resp is not None:
+            row["status_code"] = resp.status_code
+            if llm.assembler is not None:  # streamed: the assembled answer is the record
+                body = llm.assembler.result()
+                usage = llm.assembler.usage
+                response_text = json.dumps(body, ensure_ascii=False) if body is not None else None
+                if llm.assembler.error and not error:
+                    error = f"stream error: {llm.assembler.error}"
+                if not getattr(llm.assembler, "done", True) and not error:
+                    error = "stream ended before it finished"
+            else:
+                raw = resp.get_content(strict=False) or b""
+                response_text = raw.decode("utf-8", "replace")
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                if llm.endpoint:
+                    usage = llm.provider.response_usage(llm.endpoint, body)
+            if resp.status_code >= 400 and not error:
+                error = _error_text(resp.status_code, body, (response_text or "").encode())
+            row["response_model"] = llm.provider.response_model(body)
+            row["finish_reason"] = llm.provider.finish_reason(llm.endpoint, body) if llm.endpoint else None
+            end = llm.stream_ended_at or resp.timestamp_end or now
+        else:
+            end = now
+            if llm.assembler is not None:
+                partial = llm.assembler.result()
+                usage = llm.assembler.usage
+                response_text = json.dumps(partial, ensure_ascii=False) if partial is not None else None
+        if error is None and llm.body_error and llm.endpoint:
+            error = llm.body_error
+        row["error"] = error
+        row["ended_at"] = iso_utc(end)
+        row["latency_ms"] = round((end - llm.started) * 1000, 3)
+        if llm.first_byte_at is not None:
+            row["ttft_ms"] = round((llm.first_byte_at - llm.started) * 1000, 3)
+        if usage is not None:
+            row.update(usage._asdict())
+            row["total_tokens"] = usage.prompt_tokens + usage.completion_tokens
+            priced_model = row.get("response_model") or llm.model
+            row["cost_usd"] = self.prices.cost(llm.provider.name, priced_model, usage)
+        if self.store_bodies:
+            row["response_body"] = response_text
+        row.update(llm.columns)
+        return row
+
+
+def flow_comment(row: dict[str, Any]) -> str:
+    """`gpt-4o → gpt-4o-mini · summarization · 812+95 tok · $0.0004 · cache miss` for mitmweb."""
+    parts = []
+    req, sent = row.get("requested_model"), row.get("model")
+    if req and sent and req != sent:
+        parts.append(f"{req} → {sent}")
+    elif row.get("would_route_to"):
+        parts.append(f"{req} (→ {row['would_route_to']}?)")
+    elif req:
+        parts.append(str(req))
+    if row.get("task"):
+        parts.append(str(row["task"]))
+    if row.get("prompt_tokens") is not None:
+        parts.append(f"{row['prompt_tokens']}+{row.get('completion_tokens') or 0} tok")
+    if row.get("cost_usd") is not None:
+        parts.append(f"${row['cost_usd']:.4f}")
+    if row.get("cache"):
+        parts.append(f"cache {row['cache']}")
+    if row.get("blocked_by"):
+        parts.append(f"blocked: {row['blocked_by']}")
+    if row.get("error"):
+        parts.append(str(row["error"])[:80])
+    return " · ".join(parts)

@@ -1,0 +1,95 @@
+"""Route: classify every request and decide whether a cheaper model would do.
+
+`observe` (the default) decides and records what would have happened — task, score,
+would_route_to, and the projected cost of the cheaper model from the real usage — but
+forwards the request unchanged. `route` rewrites `model` in the forwarded body. `off` does
+nothing. The decision itself is `turnout.router.policy.RoutingPolicy.decide`, a pure function.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from turnout.ledger.pricing import Usage
+from turnout.router.policy import RoutingPolicy
+
+from . import config, state
+
+log = logging.getLogger(__name__)
+
+ROUTABLE = frozenset({"chat", "responses", "completions"})
+
+
+class Route:
+    def __init__(self) -> None:
+        self.mode = "observe"
+        self.policy: RoutingPolicy | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "turnout_mode",
+            str,
+            "observe",
+            "Routing: `observe` records what would be routed and the saving, `route` rewrites the model, `off` skips it.",
+            choices=["observe", "route", "off"],
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "turnout_mode" in updated:
+            self.mode = ctx.options.turnout_mode
+        if "turnout_config" in updated or self.policy is None:
+            try:
+                table = config.section(ctx.options.turnout_config, "router")
+                self.policy = RoutingPolicy.from_config(table)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"turnout_config [router]: {e}") from None
+            if "mode" in table and "turnout_mode" not in updated:
+                self.mode = table["mode"]
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        llm = state.get(flow)
+        if llm is None or flow.response or flow.error or self.mode == "off" or self.policy is None:
+            return
+        if llm.endpoint not in ROUTABLE or not isinstance(llm.body, dict):
+            return
+        d = self.policy.decide(
+            llm.body,
+            provider=llm.provider.name,
+            api_key_fp=llm.api_key_fp,
+            feature=llm.columns.get("feature"),
+        )
+        llm.columns.update(
+            task=d.task,
+            score=None if d.score is None else round(d.score, 4),
+            decision=d.decision,
+            would_route_to=d.would_route_to,
+            route_reason=d.reason,
+        )
+        llm.response_headers["x-turnout-task"] = d.task
+        llm.response_headers["x-turnout-decision"] = d.decision if self.mode == "route" else f"observe:{d.decision}"
+        if d.decision != "route" or not d.would_route_to:
+            return
+        requested = llm.requested_model
+        llm.on_record.append(lambda row: self._counterfactual(row, llm, "baseline_cost_usd", requested))
+        if self.mode == "route":
+            llm.body["model"] = d.would_route_to
+            llm.model = d.would_route_to
+            llm.body_changed = True
+            llm.columns["routed"] = 1
+            llm.response_headers["x-turnout-routed-from"] = llm.requested_model or ""
+            flow.marked = ":twisted_rightwards_arrows:"
+        else:
+            target = d.would_route_to
+            llm.on_record.append(lambda row: self._counterfactual(row, llm, "projected_cost_usd", target))
+
+    @staticmethod
+    def _counterfactual(row: dict[str, Any], llm: state.LLMFlow, column: str, model: str | None) -> None:
+        """Price the same token usage on another model: the requested one (baseline) or the cheaper one (projected)."""
+        record = ctx.master.addons.get("record")
+        if record is None or row.get("prompt_tokens") is None:
+            return
+        usage = Usage(*(row.get(k) or 0 for k in Usage._fields))
+        row[column] = record.prices.cost(llm.provider.name, model, usage)

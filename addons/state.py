@@ -1,0 +1,61 @@
+"""What one LLM flow carries through the addon chain (in `flow.metadata["turnout"]`).
+
+Addons talk to each other through the flow, never through imports of each other: each
+one reads what earlier addons decided and adds its own ledger columns to `columns`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from mitmproxy import http
+
+KEY = "turnout"
+
+
+@dataclass(eq=False)
+class LLMFlow:
+    provider: ModuleType
+    endpoint: str | None  # None: a provider path we forward and record without parsing
+    body: Any  # the client's request body as parsed JSON (None when it is not JSON)
+    body_error: str | None
+    request_text: str  # the body exactly as the client sent it (decoded), for the ledger
+    requested_model: str | None
+    api_key_fp: str | None
+    stream: bool
+    started: float = field(default_factory=time.time)
+    model: str | None = None  # what goes upstream (routing may change it)
+    body_changed: bool = False  # Forward re-serialises the body when an addon changed it
+    usage_injected: bool = False  # we asked upstream for stream usage the client did not
+    served_locally: bool = False  # answered by the proxy (cache, budget, breaker): never upstream
+    first_byte_at: float | None = None
+    stream_ended_at: float | None = None
+    assembler: Any = None
+    columns: dict[str, Any] = field(default_factory=dict)  # extra ledger columns from other addons
+    response_headers: dict[str, str] = field(default_factory=dict)  # x-turnout-* headers for the client
+    # Called with the finished ledger row before it is written (settle a budget, price a counterfactual).
+    on_record: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    recorded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = self.requested_model
+
+
+def get(flow: http.HTTPFlow) -> LLMFlow | None:
+    state = flow.metadata.get(KEY)
+    return state if isinstance(state, LLMFlow) else None
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> http.Response:
+    import json
+
+    return http.Response.make(
+        status,
+        json.dumps(payload).encode(),
+        {"content-type": "application/json", **(headers or {})},
+    )

@@ -1,0 +1,111 @@
+"""Schema migrations, applied in order and recorded by name (the `llm` pattern).
+
+A released migration is never edited: schema changes are new functions appended to
+MIGRATIONS. Each one runs inside a transaction together with its bookkeeping row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_flows(db: sqlite_utils.Database) -> None:
+    db["flows"].create(
+        {
+            "id": str,  # mitmproxy's flow id: the same flow is findable in mitmweb
+            "started_at": str,  # ISO 8601 UTC, millisecond precision, 'Z' suffix
+            "ended_at": str,
+            "provider": str,
+            "endpoint": str,  # chat | responses | embeddings | completions | NULL (not parsed)
+            "host": str,
+            "method": str,
+            "path": str,
+            "status_code": int,
+            "requested_model": str,  # what the client asked for
+            "model": str,  # what was sent upstream
+            "response_model": str,  # what the provider says answered
+            "stream": int,
+            "prompt_tokens": int,
+            "cached_prompt_tokens": int,
+            "completion_tokens": int,
+            "reasoning_tokens": int,
+            "total_tokens": int,
+            "cost_usd": float,  # NULL when the model has no known price, never a guess
+            "latency_ms": float,
+            "ttft_ms": float,  # time to the first streamed byte of the answer
+            "api_key_fp": str,  # sha256 prefix + last 4 characters, never the key
+            "user": str,
+            "client_addr": str,
+            "finish_reason": str,
+            "error": str,
+            "request_body": str,
+            "response_body": str,
+        },
+        pk="id",
+    )
+    db["flows"].create_index(["started_at"])
+    db["flows"].create_index(["requested_model", "started_at"])
+    db["flows"].create_index(["api_key_fp", "started_at"])
+
+
+@migration
+def m002_events(db: sqlite_utils.Database) -> None:
+    """Things that happened to the proxy rather than to one flow: alerts, ledger trouble."""
+    db["events"].create(
+        {"id": int, "at": str, "kind": str, "flow_id": str, "message": str, "data": str},
+        pk="id",
+    )
+    db["events"].create_index(["at"])
+
+
+@migration
+def m003_routing(db: sqlite_utils.Database) -> None:
+    """The router's decision per flow; projected (observe) and baseline (requested-model) costs for savings."""
+    flows = db["flows"]
+    for name, kind in [
+        ("task", str),
+        ("score", float),
+        ("decision", str),
+        ("would_route_to", str),
+        ("route_reason", str),
+        ("routed", int),
+        ("projected_cost_usd", float),
+        ("baseline_cost_usd", float),
+    ]:
+        flows.add_column(name, kind)
+    flows.create_index(["task"])
+
+
+def applied(db: sqlite_utils.Database) -> set[str]:
+    if "_turnout_migrations" not in db.table_names():
+        return set()
+    return {row["name"] for row in db["_turnout_migrations"].rows}
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Bring `db` up to date; return the names of the migrations that ran."""
+    db["_turnout_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+    done = applied(db)
+    ran = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db.conn:
+            fn(db)
+            db["_turnout_migrations"].insert(
+                {"name": fn.__name__, "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            )
+        ran.append(fn.__name__)
+    return ran

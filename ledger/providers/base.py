@@ -1,0 +1,55 @@
+"""The small interface every provider module implements.
+
+Everything provider-specific — hosts, paths, where the key and the model are, how usage is
+reported, how a stream assembles, what an error looks like — lives behind this, so adding
+Anthropic or Google is a new module, not edits across the proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..pricing import Usage
+from ..sse import SSEEvent
+
+
+class StreamAssembler(Protocol):
+    """Accumulates a streamed answer into the object a non-streamed call would have returned."""
+
+    def feed(self, event: SSEEvent) -> None: ...
+
+    def result(self) -> dict[str, Any] | None: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
+class Provider(Protocol):
+    name: str
+    hosts: tuple[str, ...]
+
+    def endpoint(self, path: str) -> str | None:
+        """The parsed endpoint kind for a request path, or None for paths forwarded unparsed."""
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None: ...
+
+    def request_model(self, endpoint: str, body: Any) -> str | None: ...
+
+    def wants_stream(self, endpoint: str, body: Any) -> bool: ...
+
+    def ensure_stream_usage(self, endpoint: str, body: dict[str, Any]) -> bool:
+        """Ask for usage in the stream if the client did not; True when the body was changed."""
+
+    def response_usage(self, endpoint: str, body: Any) -> Usage | None: ...
+
+    def response_model(self, body: Any) -> str | None: ...
+
+    def finish_reason(self, endpoint: str, body: Any) -> str | None: ...
+
+    def stream_assembler(self, endpoint: str) -> StreamAssembler: ...
+
+    def error_body(self, *, status: int, message: str, type: str, code: str | None = None) -> dict[str, Any]: ...

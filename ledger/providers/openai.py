@@ -1,0 +1,252 @@
+"""OpenAI's API (and the many servers that speak it): chat completions, responses, embeddings, completions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..pricing import Usage
+from ..sse import SSEEvent
+
+name = "openai"
+hosts = ("api.openai.com",)
+
+_ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/responses": "responses",
+    "/v1/embeddings": "embeddings",
+    "/v1/completions": "completions",
+}
+STREAMING_ENDPOINTS = frozenset({"chat", "responses", "completions"})
+
+
+def endpoint(path: str) -> str | None:
+    return _ENDPOINTS.get(path.split("?", 1)[0].rstrip("/"))
+
+
+def api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("api-key") or None  # Azure OpenAI style
+
+
+def request_model(endpoint: str, body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def wants_stream(endpoint: str, body: Any) -> bool:
+    return endpoint in STREAMING_ENDPOINTS and isinstance(body, dict) and body.get("stream") is True
+
+
+def ensure_stream_usage(endpoint: str, body: dict[str, Any]) -> bool:
+    if endpoint not in ("chat", "completions") or not wants_stream(endpoint, body):
+        return False
+    opts = body.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
+        return False
+    body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    return True
+
+
+def _int(d: Any, *path: str) -> int:
+    for key in path:
+        if not isinstance(d, dict):
+            return 0
+        d = d.get(key)
+    return d if isinstance(d, int) and not isinstance(d, bool) else 0
+
+
+def usage_from(endpoint: str, usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    if endpoint == "responses":
+        return Usage(
+            prompt_tokens=_int(usage, "input_tokens"),
+            cached_prompt_tokens=_int(usage, "input_tokens_details", "cached_tokens"),
+            completion_tokens=_int(usage, "output_tokens"),
+            reasoning_tokens=_int(usage, "output_tokens_details", "reasoning_tokens"),
+        )
+    return Usage(
+        prompt_tokens=_int(usage, "prompt_tokens"),
+        cached_prompt_tokens=_int(usage, "prompt_tokens_details", "cached_tokens"),
+        completion_tokens=_int(usage, "completion_tokens"),
+        reasoning_tokens=_int(usage, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def response_usage(endpoint: str, body: Any) -> Usage | None:
+    return usage_from(endpoint, body.get("usage")) if isinstance(body, dict) else None
+
+
+def response_model(body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def finish_reason(endpoint: str, body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    if endpoint == "responses":
+        status = body.get("status")
+        return status if isinstance(status, str) else None
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        fr = choices[0].get("finish_reason")
+        return fr if isinstance(fr, str) else None
+    return None
+
+
+def error_body(*, status: int, message: str, type: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
+def is_usage_only_chunk(chunk: Any) -> bool:
+    """The extra final chunk `include_usage` adds: no choices, only usage."""
+    return isinstance(chunk, dict) and chunk.get("choices") == [] and isinstance(chunk.get("usage"), dict)
+
+
+class ChatStream:
+    """Rebuilds a `chat.completion` from `chat.completion.chunk` events (content, refusal, tool calls)."""
+
+    def __init__(self, object_name: str = "chat.completion") -> None:
+        self._object = object_name
+        self._head: dict[str, Any] = {}
+        self._choices: dict[int, dict[str, Any]] = {}
+        self._usage_raw: dict[str, Any] | None = None
+        self._error: str | None = None
+        self.done = False
+
+    def feed(self, event: SSEEvent) -> None:
+        if event.data == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk:
+            self._error = json.dumps(chunk["error"])[:500]
+            return
+        for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
+            if key in chunk and chunk[key] is not None:
+                self._head.setdefault(key, chunk[key])
+        if isinstance(chunk.get("usage"), dict):
+            self._usage_raw = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                self._merge_choice(choice)
+
+    def _merge_choice(self, choice: dict[str, Any]) -> None:
+        idx = choice.get("index", 0)
+        acc = self._choices.setdefault(
+            idx, {"index": idx, "role": None, "content": None, "refusal": None, "tool_calls": {}, "text": None}
+        )
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if delta.get("role"):
+                acc["role"] = delta["role"]
+            for key in ("content", "refusal"):
+                if isinstance(delta.get(key), str):
+                    acc[key] = (acc[key] or "") + delta[key]
+            for tc in delta.get("tool_calls") or ():
+                if not isinstance(tc, dict):
+                    continue
+                slot = acc["tool_calls"].setdefault(
+                    tc.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                if tc.get("id"):
+                    slot["id"] = tc["id"]
+                if tc.get("type"):
+                    slot["type"] = tc["type"]
+                fn = tc.get("function") or {}
+                if isinstance(fn.get("name"), str):
+                    slot["function"]["name"] += fn["name"]
+                if isinstance(fn.get("arguments"), str):
+                    slot["function"]["arguments"] += fn["arguments"]
+        if isinstance(choice.get("text"), str):  # legacy completions stream
+            acc["text"] = (acc["text"] or "") + choice["text"]
+        if choice.get("finish_reason"):
+            acc["finish_reason"] = choice["finish_reason"]
+
+    def result(self) -> dict[str, Any] | None:
+        if not self._head and not self._choices:
+            return None
+        choices = []
+        for idx in sorted(self._choices):
+            acc = self._choices[idx]
+            if self._object == "text_completion":
+                choices.append(
+                    {"index": idx, "text": acc["text"] or "", "finish_reason": acc.get("finish_reason"), "logprobs": None}
+                )
+                continue
+            message: dict[str, Any] = {"role": acc["role"] or "assistant", "content": acc["content"]}
+            if acc["refusal"] is not None:
+                message["refusal"] = acc["refusal"]
+            if acc["tool_calls"]:
+                message["tool_calls"] = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
+            choices.append(
+                {"index": idx, "message": message, "finish_reason": acc.get("finish_reason"), "logprobs": None}
+            )
+        out: dict[str, Any] = {"id": self._head.get("id"), "object": self._object, "created": self._head.get("created")}
+        out["model"] = self._head.get("model")
+        out["choices"] = choices
+        if self._usage_raw is not None:
+            out["usage"] = self._usage_raw
+        for key in ("system_fingerprint", "service_tier"):
+            if key in self._head:
+                out[key] = self._head[key]
+        return out
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage_from("chat", self._usage_raw)
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+
+class ResponsesStream:
+    """The responses API streams typed events; `response.completed` carries the whole response."""
+
+    def __init__(self) -> None:
+        self._response: dict[str, Any] | None = None
+        self._error: str | None = None
+        self.done = False
+
+    def feed(self, event: SSEEvent) -> None:
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if isinstance(data.get("response"), dict):
+            self._response = data["response"]
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.done = True
+        if kind == "error" or kind == "response.failed":
+            self._error = json.dumps(data.get("error") or (self._response or {}).get("error"))[:500]
+
+    def result(self) -> dict[str, Any] | None:
+        return self._response
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage_from("responses", (self._response or {}).get("usage"))
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+
+def stream_assembler(endpoint: str) -> ChatStream | ResponsesStream:
+    if endpoint == "responses":
+        return ResponsesStream()
+    return ChatStream("text_completion" if endpoint == "completions" else "chat.completion")

@@ -1,0 +1,120 @@
+"""Server-sent events: an incremental parser that never holds data back from the client.
+
+The proxy tees the raw stream: bytes go on to the client as they arrive, and a copy is
+fed here to assemble the ledger record when the stream ends.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+class SSEEvent(NamedTuple):
+    event: str | None
+    data: str
+
+
+def parse_event_block(block: bytes) -> SSEEvent | None:
+    """One event's lines (without the blank separator line) to an event; comments-only blocks give None."""
+    event: str | None = None
+    data: list[str] = []
+    for raw in block.decode("utf-8", "replace").splitlines():
+        if not raw or raw.startswith(":"):
+            continue
+        field, _, value = raw.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event = value
+    if not data and event is None:
+        return None
+    return SSEEvent(event, "\n".join(data))
+
+
+class SSEParser:
+    """Feed raw bytes in any chunking; get whole events out."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buf += chunk
+        events: list[SSEEvent] = []
+        while True:
+            m = _EVENT_END.search(self._buf)
+            if m is None:
+                break
+            block, self._buf = self._buf[: m.start()], self._buf[m.end() :]
+            ev = parse_event_block(block)
+            if ev is not None:
+                events.append(ev)
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """A stream may end without the final blank line; what is left is the last event."""
+        rest, self._buf = self._buf, b""
+        ev = parse_event_block(rest) if rest.strip() else None
+        return [ev] if ev is not None else []
+
+    @property
+    def pending(self) -> bytes:
+        return self._buf
+
+
+def split_complete(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Split raw stream bytes into whole event blocks (each with its separator) and the unfinished tail."""
+    blocks: list[bytes] = []
+    start = 0
+    for m in _EVENT_END.finditer(buffer):
+        blocks.append(buffer[start : m.end()])
+        start = m.end()
+    return blocks, buffer[start:]
+
+
+def encode_event(data: str, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return (head + "".join(f"data: {line}\n" for line in data.split("\n")) + "\n").encode()
+
+
+class _Identity:
+    def decompress(self, data: bytes) -> bytes:
+        return data
+
+
+class _Brotli:
+    def __init__(self, d) -> None:
+        self._d = d
+
+    def decompress(self, data: bytes) -> bytes:
+        return self._d.process(data)
+
+
+def incremental_decoder(content_encoding: str | None):
+    """A streaming decompressor for a response's Content-Encoding (the tee sees raw wire bytes)."""
+    enc = (content_encoding or "identity").strip().lower()
+    if enc in ("identity", ""):
+        return _Identity()
+    if enc in ("gzip", "x-gzip"):
+        import zlib
+
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if enc == "deflate":
+        import zlib
+
+        return zlib.decompressobj()
+    if enc == "br":
+        import brotli
+
+        return _Brotli(brotli.Decompressor())
+    if enc == "zstd":
+        try:
+            from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
+        except ImportError:
+            from backports import zstd  # what mitmproxy itself uses before 3.14
+        return zstd.ZstdDecompressor()
+    raise ValueError(f"unsupported content-encoding {enc!r}")

@@ -1,0 +1,37 @@
+"""Opening a ledger file: WAL, sane pragmas, migrations applied."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from .migrations import migrate
+
+
+def open_ledger(path: str | Path, *, check_same_thread: bool = True) -> sqlite_utils.Database:
+    """Open (creating if needed) a ledger with WAL journaling and every migration applied."""
+    path = Path(path)
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=check_same_thread, timeout=30, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    migrate(db)
+    return db
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """Epoch seconds to the ledger's timestamp format (sorts as text, readable by SQLite date functions)."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

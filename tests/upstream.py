@@ -1,0 +1,290 @@
+"""A local OpenAI-compatible server for tests and benchmarks: chat (streamed or not, tools),
+responses, embeddings, legacy completions, and errors on demand.
+
+Behaviour is chosen by the request, as a client would choose it:
+- model `error-429` / `error-500` / `error-400` answer that status with an OpenAI error body;
+- a request with `tools` answers with a tool call (unless the last message is a tool result);
+- headers `x-test-chunks` and `x-test-delay-ms` shape a stream (default 5 chunks, no delay);
+- header `x-test-hang-ms` delays the whole answer (timeouts, aborts).
+Every request received is kept in `server.requests` (method, path, headers, parsed body).
+
+Run standalone: `python tests/upstream.py --port 9999`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    if isinstance(body.get("messages"), list):
+        parts = []
+        for m in body["messages"]:
+            c = m.get("content") if isinstance(m, dict) else None
+            if isinstance(c, str):
+                parts.append(c)
+            elif isinstance(c, list):
+                parts += [p.get("text", "") for p in c if isinstance(p, dict)]
+        return " ".join(parts)
+    if "input" in body:
+        return json.dumps(body["input"]) if not isinstance(body["input"], str) else body["input"]
+    return str(body.get("prompt", ""))
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            return c if isinstance(c, str) else json.dumps(c)
+    return _prompt_text(body)
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    return f"echo from {body.get('model')}: {_last_user(body)[:200]}"
+
+
+def _usage(body: dict[str, Any], completion: str) -> dict[str, Any]:
+    p, c = _words(_prompt_text(body)), _words(completion)
+    return {
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def _wants_tool(body: dict[str, Any]) -> bool:
+    msgs = body.get("messages") or []
+    return bool(body.get("tools")) and not (msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "tool")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "UpstreamServer"
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send_json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        gzip_it = "gzip" in self.headers.get("accept-encoding", "") and self.server.gzip_json
+        if gzip_it:
+            c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            data = c.compress(data) + c.flush()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:16]}")
+        if gzip_it:
+            self.send_header("content-encoding", "gzip")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.server.log(self, None)
+        if self.path.startswith("/v1/models"):
+            self._send_json(200, {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]})
+        else:
+            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.headers.get("content-encoding") == "gzip":
+            raw = zlib.decompress(raw, 16 + zlib.MAX_WBITS)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            self.server.log(self, raw)
+            self._send_json(400, {"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error", "param": None, "code": None}})
+            return
+        self.server.log(self, body)
+        if hang := int(self.headers.get("x-test-hang-ms") or 0):
+            time.sleep(hang / 1000)
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and model.startswith("error-"):
+            status = int(model.split("-")[1])
+            kind = {429: "rate_limit_exceeded", 500: "server_error", 400: "invalid_request_error"}.get(status, "error")
+            self._send_json(
+                status,
+                {"error": {"message": f"test upstream says {status}", "type": kind, "param": None, "code": kind}},
+                {"retry-after-ms": "10"} if status == 429 else None,
+            )
+            return
+        path = self.path.split("?")[0]
+        if path == "/v1/chat/completions":
+            self.chat(body)
+        elif path == "/v1/completions":
+            self.completions(body)
+        elif path == "/v1/embeddings":
+            self.embeddings(body)
+        elif path == "/v1/responses":
+            self.responses_api(body)
+        else:
+            self._send_json(404, {"error": {"message": f"Invalid URL (POST {self.path})", "type": "invalid_request_error"}})
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def chat(self, body: dict[str, Any]) -> None:
+        created = int(time.time())
+        cid = f"chatcmpl-{uuid.uuid4().hex[:20]}"
+        text = answer_text(body)
+        tool = _wants_tool(body)
+        tool_call = {
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": body["tools"][0]["function"]["name"], "arguments": json.dumps({"city": "Paris", "unit": "c"})},
+        } if tool else None
+        usage = _usage(body, text)
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": None if tool else text, "refusal": None}
+            if tool:
+                message["tool_calls"] = [tool_call]
+            self._send_json(200, {
+                "id": cid, "object": "chat.completion", "created": created, "model": body.get("model"),
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool else "stop"}],
+                "usage": usage, "system_fingerprint": "fp_test",
+            })
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.get("model"), "system_fingerprint": "fp_test"}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            c = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:
+                c["usage"] = None
+            return c
+
+        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        if tool:
+            args = tool_call["function"]["arguments"]
+            events.append(chunk({"tool_calls": [{"index": 0, "id": tool_call["id"], "type": "function", "function": {"name": tool_call["function"]["name"], "arguments": ""}}]}))
+            for i in range(0, len(args), 7):
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 7]}}]}))
+            events.append(chunk({}, "tool_calls"))
+        else:
+            n = int(self.headers.get("x-test-chunks") or 5)
+            words = text.split(" ")
+            pieces = [" ".join(words[i * len(words) // n:(i + 1) * len(words) // n]) for i in range(n)]
+            for i, piece in enumerate(pieces):
+                events.append(chunk({"content": (" " if i else "") + piece}))
+            events.append(chunk({}, "stop"))
+        if include_usage:
+            events.append({**base, "choices": [], "usage": usage})
+        self._stream([json.dumps(e, separators=(",", ":")) for e in events] + ["[DONE]"])
+
+    def completions(self, body: dict[str, Any]) -> None:
+        text = f"completion of {str(body.get('prompt'))[:100]}"
+        usage = {"prompt_tokens": _words(str(body.get("prompt"))), "completion_tokens": _words(text), "total_tokens": 0}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        base = {"id": f"cmpl-{uuid.uuid4().hex[:20]}", "object": "text_completion", "created": int(time.time()), "model": body.get("model")}
+        if not body.get("stream"):
+            self._send_json(200, {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = [{**base, "choices": [{"index": 0, "text": w + " ", "logprobs": None, "finish_reason": None}]} for w in text.split()]
+        events.append({**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
+        if include_usage:
+            events.append({**base, "choices": [], "usage": usage})
+        self._stream([json.dumps(e) for e in events] + ["[DONE]"])
+
+    def embeddings(self, body: dict[str, Any]) -> None:
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        data = [{"object": "embedding", "index": i, "embedding": [((zlib.crc32(str(x).encode()) >> k) % 100) / 100 for k in range(8)]} for i, x in enumerate(inputs)]
+        tokens = sum(_words(str(x)) for x in inputs)
+        self._send_json(200, {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def responses_api(self, body: dict[str, Any]) -> None:
+        text = f"echo from {body.get('model')}: {_prompt_text(body)[:200]}"
+        rid = f"resp_{uuid.uuid4().hex[:20]}"
+        msg_id = f"msg_{uuid.uuid4().hex[:20]}"
+        p, c = _words(_prompt_text(body)), _words(text)
+        usage = {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": c,
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + c}
+        item = {"id": msg_id, "type": "message", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        full = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed", "model": body.get("model"),
+                "output": [item], "usage": usage, "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+                "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0}
+        if not body.get("stream"):
+            self._send_json(200, full)
+            return
+        in_progress = {**full, "status": "in_progress", "output": [], "usage": None}
+        events = [
+            ("response.created", {"type": "response.created", "response": in_progress, "sequence_number": 0}),
+            ("response.output_text.delta", {"type": "response.output_text.delta", "item_id": msg_id, "output_index": 0, "content_index": 0, "delta": text, "sequence_number": 1}),
+            ("response.completed", {"type": "response.completed", "response": full, "sequence_number": 2}),
+        ]
+        self._stream([json.dumps(d) for _, d in events], names=[n for n, _ in events])
+
+    def _stream(self, datas: list[str], names: list[str] | None = None) -> None:
+        delay = int(self.headers.get("x-test-delay-ms") or 0) / 1000
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:16]}")
+        self.end_headers()
+        try:
+            for i, data in enumerate(datas):
+                if i and delay:
+                    time.sleep(delay)
+                head = f"event: {names[i]}\n" if names and i < len(names) else ""
+                payload = f"{head}data: {data}\n\n".encode()
+                self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.server.aborted += 1
+
+
+class UpstreamServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int = 0, *, gzip_json: bool = False) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.requests: list[dict[str, Any]] = []
+        self.gzip_json = gzip_json
+        self.aborted = 0
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self, handler: Handler, body: Any) -> None:
+        with self._lock:
+            self.requests.append({"method": handler.command, "path": handler.path, "headers": dict(handler.headers), "body": body})
+
+    def start(self) -> "UpstreamServer":
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    a = ap.parse_args()
+    srv = UpstreamServer(a.port)
+    print(f"listening on {srv.url}", flush=True)
+    srv.serve_forever()
