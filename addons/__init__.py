@@ -1,7 +1,11 @@
 """turnout's mitmproxy addons. The order of `default_addons()` is the architecture:
 
-    intercept → attribute → budget → cache → route → forward   (request)
-    record → ledger                                            (response, stream, error)
+    intercept → attribute → route → cache → budget → forward   (request hooks, in this order)
+    record                                                     (response / stream tee / error → ledger)
+
+Route runs before Cache because a cache key names the model actually sent upstream (a
+routed call's answer must never be served for the unrouted request). Cache runs before
+Budget because a hit costs nothing: it needs no reservation and must not be blocked.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ def default_addons() -> list[object]:
     from .forward import Forward
     from .intercept import Intercept
     from .record import Record
-    # from .route import Route
+
+    # from .route import Route  # TEMP until the router package lands
 
     return [
         Intercept(),
-        # Route(),  # TEMP until router lands
+        # Route(),  # TEMP until the router package lands
         Forward(),
         Record(),
     ]

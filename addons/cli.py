@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,9 @@ from pathlib import Path
 from . import environment
 
 SCRIPT = Path(__file__).with_name("turnout.py")
+
+# Modules under turnout.addons that add subcommands: each has `register(subparsers)`.
+COMMAND_MODULES: list[str] = []
 MODES = ("observe", "route", "off")
 
 
@@ -158,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_options(sp, port=0)
     sp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS…")
     sp.set_defaults(func=cmd_run)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return p
 
 

@@ -96,6 +96,8 @@ class Intercept:
         key = provider.api_key(headers, dict(flow.request.query))
         llm = state.LLMFlow(
             provider=provider,
+            host=host,
+            path=flow.request.path,
             endpoint=endpoint,
             body=body,
             body_error=body_error,

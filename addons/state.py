@@ -20,6 +20,8 @@ KEY = "turnout"
 @dataclass(eq=False)
 class LLMFlow:
     provider: ModuleType
+    host: str  # as the client addressed it (before any upstream redirect)
+    path: str
     endpoint: str | None  # None: a provider path we forward and record without parsing
     body: Any  # the client's request body as parsed JSON (None when it is not JSON)
     body_error: str | None

@@ -88,6 +88,57 @@ def m003_routing(db: sqlite_utils.Database) -> None:
     flows.create_index(["task"])
 
 
+@migration
+def m004_cache(db: sqlite_utils.Database) -> None:
+    """Cache status per flow (hit | miss | bypass | replay-miss) and what a hit saved."""
+    flows = db["flows"]
+    flows.add_column("cache", str)
+    flows.add_column("saved_usd", float)
+    flows.add_column("cache_key", str)
+    db["cache_entries"].create(
+        {
+            "key": str,  # sha256 of the canonical request + tenant scope
+            "scope": str,  # whose answers these are: an API key fingerprint, or a shared scope name
+            "endpoint": str,
+            "model": str,  # the model actually sent upstream
+            "canonical": str,  # the canonical request (JSON) the key was made from: for diffs on a miss
+            "response_body": str,  # the full (assembled, for streams) JSON answer
+            "response_headers": str,
+            "status_code": int,
+            "cost_usd": float,  # what the original call cost: the saving of each hit
+            "flow_id": str,
+            "created_at": str,
+            "last_hit_at": str,
+            "hits": int,
+            "size": int,
+        },
+        pk="key",
+    )
+    db["cache_entries"].create_index(["last_hit_at"])
+    db["cache_entries"].create_index(["scope", "endpoint", "model"])
+
+
+@migration
+def m005_attribution(db: sqlite_utils.Database) -> None:
+    """Who and what a flow is for, and what the budgets and breakers did to it."""
+    flows = db["flows"]
+    for name, kind in [
+        ("feature", str),
+        ("team", str),
+        ("project", str),  # OpenAI-Project header
+        ("organization", str),  # OpenAI-Organization header
+        ("template_fp", str),  # fingerprint of the prompt template (system prompt + fixed text)
+        ("template_name", str),  # readable name from the template's first words
+        ("blocked_by", str),  # budget:<name> | loop | spike | ledger — the flow never reached the provider
+        ("clamped", str),  # e.g. "max_tokens 100000→4096"
+        ("budget_alerts", str),
+    ]:
+        flows.add_column(name, kind)
+    flows.create_index(["feature", "started_at"])
+    flows.create_index(["team", "started_at"])
+    flows.create_index(["template_fp"])
+
+
 def applied(db: sqlite_utils.Database) -> set[str]:
     if "_turnout_migrations" not in db.table_names():
         return set()

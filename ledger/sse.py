@@ -10,6 +10,7 @@ import re
 from typing import NamedTuple
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE = re.compile(r"\r\n|\r|\n")  # SSE's only line breaks (str.splitlines knows many more)
 
 
 class SSEEvent(NamedTuple):
@@ -21,7 +22,7 @@ def parse_event_block(block: bytes) -> SSEEvent | None:
     """One event's lines (without the blank separator line) to an event; comments-only blocks give None."""
     event: str | None = None
     data: list[str] = []
-    for raw in block.decode("utf-8", "replace").splitlines():
+    for raw in _LINE.split(block.decode("utf-8", "replace")):
         if not raw or raw.startswith(":"):
             continue
         field, _, value = raw.partition(":")

@@ -166,5 +166,6 @@ class LedgerWriter:
                 conn.executemany(sql, [tuple(_scalar(r.get(c)) for c in cols) for r in rows])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite already rolled back on SQLITE_FULL and friends
+                conn.execute("ROLLBACK")
             raise

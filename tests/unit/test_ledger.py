@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from turnout.ledger.keys import key_fingerprint
+from turnout.ledger.migrations import MIGRATIONS
+from turnout.ledger.pricing import PriceBook, Usage, load_price_file, parse_price_overrides
+from turnout.ledger.store import open_ledger
+from turnout.ledger.writer import LedgerWriter
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path):
+    db = open_ledger(tmp_path / "l.db")
+    names = [r["name"] for r in db["_turnout_migrations"].rows]
+    assert names == [m.__name__ for m in MIGRATIONS]
+    db.conn.close()
+    db = open_ledger(tmp_path / "l.db")  # idempotent
+    assert db["_turnout_migrations"].count == len(MIGRATIONS)
+    assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
+
+
+def test_writer_writes_everything_from_many_threads(tmp_path):
+    w = LedgerWriter(tmp_path / "w.db", max_delay=0.01)
+    w.start()
+
+    def produce(t):
+        for i in range(500):
+            w.submit("flows", {"id": f"{t}-{i}", "started_at": "2026-01-01T00:00:00.000Z", "user": {"nested": t}})
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert w.close()
+    conn = sqlite3.connect(tmp_path / "w.db")
+    assert conn.execute("select count(*) from flows").fetchone()[0] == 2000
+    assert conn.execute("select user from flows limit 1").fetchone()[0].startswith('{"nested"')
+
+
+def test_writer_keeps_rows_while_the_disk_is_full_and_recovers(tmp_path):
+    """A real SQLITE_FULL: the database may not grow past its page limit. Rows wait, then land."""
+    w = LedgerWriter(tmp_path / "full.db", max_delay=0.01)
+    w.start()
+    size = w._db.execute("pragma page_count").fetchone()[0]
+    w._db.execute(f"pragma max_page_count={size + 1}")
+    big = "x" * 20000
+    for i in range(20):
+        w.submit("flows", {"id": str(i), "request_body": big})
+    assert not w.flush(timeout=1.5)
+    assert w.last_error and "full" in w.last_error.lower()
+    assert w.backlog == 20
+    w._db.execute("pragma max_page_count=1073741823")
+    assert w.flush(timeout=10)
+    assert w.last_error is None
+    assert w.close()
+    assert sqlite3.connect(tmp_path / "full.db").execute("select count(*) from flows").fetchone()[0] == 20
+
+
+def test_key_fingerprint():
+    fp = key_fingerprint("sk-proj-abcdefghijklmnop1234")
+    assert fp.endswith("-1234") and "abcdef" not in fp
+    assert key_fingerprint("sk-proj-abcdefghijklmnop1234") == fp
+    assert key_fingerprint("short") and "short" not in key_fingerprint("short")
+    assert key_fingerprint(None) is None
+
+
+def test_prices_from_genai_prices_and_overrides(tmp_path):
+    book = PriceBook()
+    assert book.cost("openai", "gpt-4o", Usage(1000, 200, 100)) == pytest.approx((800 * 2.5 + 200 * 1.25 + 100 * 10) / 1e6)
+    assert book.cost("openai", "gpt-4o-2024-08-06", Usage(1000, 0, 0)) == pytest.approx(0.0025)
+    assert book.cost("openai", "my-llama", Usage(1000, 0, 0)) is None
+    f = tmp_path / "prices.toml"
+    f.write_text('[models."my-llama"]\ninput_mtok = 0.5\noutput_mtok = 1.0\n')
+    book = PriceBook(load_price_file(f))
+    assert book.cost("openai", "my-llama", Usage(1_000_000, 0, 1_000_000)) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="unknown field"):
+        parse_price_overrides({"m": {"input_mtok": 1, "outptu_mtok": 2}})
+    with pytest.raises(ValueError, match="needs input_mtok"):
+        parse_price_overrides({"m": {"output_mtok": 2}})
