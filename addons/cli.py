@@ -17,7 +17,7 @@ from . import environment
 SCRIPT = Path(__file__).with_name("turnout.py")
 
 # Modules under turnout.addons that add subcommands: each has `register(subparsers)`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["budgets_cmd"]
 MODES = ("observe", "route", "off")
 
 
@@ -38,10 +38,10 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
         argv += ["--set", f"turnout_upstream={args.upstream}"]
     if args.config:
         argv += ["--set", f"turnout_config={Path(args.config).expanduser().absolute()}"]
-    for name in ("record", "replay"):
-        value = getattr(args, name, None)
-        if value:
-            argv += ["--set", f"turnout_{name}={Path(value).expanduser().absolute()}"]
+    if getattr(args, "record", None):
+        argv += ["--set", "turnout_record=true"]  # the ledger itself is the recording (args.db)
+    if getattr(args, "replay", None):
+        argv += ["--set", f"turnout_replay={Path(args.replay).expanduser().absolute()}"]
     if getattr(args, "metrics_port", None):
         argv += ["--set", f"turnout_metrics_port={args.metrics_port}"]
     if web:
@@ -70,7 +70,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 def _start_proxy(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
     cmd = [sys.executable, "-m", "turnout.addons.cli", "proxy", "--host", "127.0.0.1", "--port", str(args.port)]
     cmd += ["--db", args.db, "--mode", args.mode]
-    for name in ("upstream", "config", "record", "replay"):
+    if args.record:
+        cmd += ["--record", args.record]
+    for name in ("upstream", "config", "replay"):
         value = getattr(args, name, None)
         if value:
             cmd += [f"--{name}", value]
@@ -125,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         proc.kill()
     from .summary import print_run_summary
 
-    extra = print_run_summary(args.db, since=started, replay=bool(args.replay), record=args.record)
+    extra = print_run_summary(args.db, since=started, replay=bool(args.replay))
     return rc if rc != 0 else extra
 
 
@@ -139,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--mode", choices=MODES, default="observe", help="routing: observe (default), route, off")
         sp.add_argument("--upstream", help="send provider traffic to this OpenAI-compatible base URL")
         sp.add_argument("--config", help="turnout's TOML config file")
-        sp.add_argument("--record", help="record every LLM call into this ledger file")
-        sp.add_argument("--replay", help="answer only from the recordings in this ledger file")
+        sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")
+        sp.add_argument(
+            "--replay", metavar="FILE", help="answer only from the recordings in FILE (with --record: record what is new)"
+        )
         sp.add_argument("--set", action="append", metavar="OPTION=VALUE", help="any mitmproxy/turnout option")
         sp.add_argument("-v", "--verbose", action="store_true", help="print mitmproxy's flow log")
 
@@ -172,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
+    if getattr(args, "record", None):
+        args.db = args.record  # --record FILE: the run's ledger is the recording
     return args.func(args)
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from turnout.ledger.store import iso_utc, open_ledger
 
 
-def print_run_summary(db_path: str, *, since: float, replay: bool = False, record: str | None = None) -> int:
+def print_run_summary(db_path: str, *, since: float, replay: bool = False) -> int:
     """Summarise the flows recorded since `since`; returns 1 when replay had misses, else 0."""
     console = Console(stderr=True, highlight=False)
     if not Path(db_path).exists():

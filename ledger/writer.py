@@ -7,6 +7,7 @@ full, file locked, read-only) keeps the rows and retries — it is reported loud
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -21,6 +22,7 @@ from .store import open_ledger
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_SQL = "\0sql"  # a queue item that is a statement, not a row
 
 
 def _scalar(value: Any) -> Any:
@@ -63,6 +65,10 @@ class LedgerWriter:
         with self._cond:
             self._submitted += 1
         self._queue.put((table, row))
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Queue a statement (an update or delete) to run in order with the rows."""
+        self.submit(_SQL, {"sql": sql, "params": params})
 
     @property
     def backlog(self) -> int:
@@ -152,12 +158,15 @@ class LedgerWriter:
 
     def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         conn = self._db.conn
-        by_table: dict[str, list[dict[str, Any]]] = {}
-        for table, row in batch:
-            by_table.setdefault(table, []).append(row)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for table, rows in by_table.items():
+            # consecutive runs per table: statements and rows keep the order they were queued in
+            for table, group in itertools.groupby(batch, key=lambda item: item[0]):
+                rows = [row for _, row in group]
+                if table == _SQL:
+                    for stmt in rows:
+                        conn.execute(stmt["sql"], stmt["params"])
+                    continue
                 cols = self._cols(table)
                 unknown = set().union(*rows) - set(cols)
                 if unknown:  # a bug upstream of here must not wedge the writer: keep the row, say what was dropped

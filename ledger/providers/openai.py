@@ -250,3 +250,107 @@ def stream_assembler(endpoint: str) -> ChatStream | ResponsesStream:
     if endpoint == "responses":
         return ResponsesStream()
     return ChatStream("text_completion" if endpoint == "completions" else "chat.completion")
+
+
+# -- rebuilding a stream from a recorded answer (cache hits, CI replay) ---------------------
+
+
+def _split_text(text: str, pieces: int = 8) -> list[str]:
+    if not text:
+        return []
+    step = max(1, -(-len(text) // pieces))
+    return [text[i : i + step] for i in range(0, len(text), step)]
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def chat_chunks(recorded: dict[str, Any], *, include_usage: bool, object_name: str = "chat.completion.chunk") -> list[dict[str, Any]]:
+    """The chunks a live stream of this answer would have carried: role, content/tool-call deltas, finish, usage."""
+    base = {k: recorded.get(k) for k in ("id", "created", "model")}
+    base["object"] = object_name
+    if recorded.get("system_fingerprint"):
+        base["system_fingerprint"] = recorded["system_fingerprint"]
+    extra = {"usage": None} if include_usage else {}
+    chunks: list[dict[str, Any]] = []
+
+    def chunk(index: int, delta: dict[str, Any] | None = None, finish: str | None = None, text: str | None = None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index}
+        if object_name == "text_completion":
+            choice["text"] = text or ""
+        else:
+            choice["delta"] = delta or {}
+        choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        return {**base, "choices": [choice], **extra}
+
+    for choice in recorded.get("choices") or ():
+        idx = choice.get("index", 0)
+        if object_name == "text_completion":
+            for piece in _split_text(choice.get("text") or ""):
+                chunks.append(chunk(idx, text=piece))
+            chunks.append(chunk(idx, finish=choice.get("finish_reason") or "stop"))
+            continue
+        msg = choice.get("message") or {}
+        chunks.append(chunk(idx, {"role": msg.get("role", "assistant"), "content": "", "refusal": None}))
+        for piece in _split_text(msg.get("content") or ""):
+            chunks.append(chunk(idx, {"content": piece}))
+        if msg.get("refusal"):
+            chunks.append(chunk(idx, {"refusal": msg["refusal"]}))
+        for n, call in enumerate(msg.get("tool_calls") or ()):
+            fn = call.get("function") or {}
+            chunks.append(chunk(idx, {"tool_calls": [{"index": n, "id": call.get("id"), "type": call.get("type", "function"), "function": {"name": fn.get("name", ""), "arguments": ""}}]}))
+            for piece in _split_text(fn.get("arguments") or "", 4):
+                chunks.append(chunk(idx, {"tool_calls": [{"index": n, "function": {"arguments": piece}}]}))
+        chunks.append(chunk(idx, {}, choice.get("finish_reason") or "stop"))
+    if include_usage and recorded.get("usage") is not None:
+        chunks.append({**base, "choices": [], "usage": recorded["usage"]})
+    return chunks
+
+
+def _response_events(recorded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The responses API's typed events for a recorded response, enough for the SDK's stream accumulator."""
+    in_progress = {**recorded, "status": "in_progress", "output": [], "usage": None}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": in_progress}),
+        ("response.in_progress", {"response": in_progress}),
+    ]
+    for oi, item in enumerate(recorded.get("output") or ()):
+        if item.get("type") == "message":
+            events.append(("response.output_item.added", {"output_index": oi, "item": {**item, "status": "in_progress", "content": []}}))
+            for ci, part in enumerate(item.get("content") or ()):
+                text = part.get("text") or ""
+                empty = {**part, "text": ""}
+                events.append(("response.content_part.added", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "part": empty}))
+                for piece in _split_text(text):
+                    events.append(("response.output_text.delta", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "delta": piece, "logprobs": []}))
+                events.append(("response.output_text.done", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "text": text, "logprobs": []}))
+                events.append(("response.content_part.done", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "part": part}))
+        elif item.get("type") == "function_call":
+            events.append(("response.output_item.added", {"output_index": oi, "item": {**item, "arguments": "", "status": "in_progress"}}))
+            args = item.get("arguments") or ""
+            for piece in _split_text(args, 4):
+                events.append(("response.function_call_arguments.delta", {"item_id": item.get("id"), "output_index": oi, "delta": piece}))
+            events.append(("response.function_call_arguments.done", {"item_id": item.get("id"), "output_index": oi, "arguments": args}))
+        else:
+            events.append(("response.output_item.added", {"output_index": oi, "item": item}))
+        events.append(("response.output_item.done", {"output_index": oi, "item": item}))
+    events.append(("response.completed", {"response": recorded}))
+    return [(name, {"type": name, **data, "sequence_number": n}) for n, (name, data) in enumerate(events)]
+
+
+def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: bool) -> bytes:
+    """A valid SSE body for a recorded answer, parsed by the official SDKs exactly like a live one."""
+    if endpoint == "responses":
+        return b"".join(_sse(data, name) for name, data in _response_events(recorded))
+    object_name = "text_completion" if endpoint == "completions" else "chat.completion.chunk"
+    chunks = chat_chunks(recorded, include_usage=include_usage, object_name=object_name)
+    return b"".join(_sse(c) for c in chunks) + _sse("[DONE]")
+
+
+def asked_for_stream_usage(body: Any) -> bool:
+    opts = body.get("stream_options") if isinstance(body, dict) else None
+    return isinstance(opts, dict) and opts.get("include_usage") is True

@@ -1,0 +1,318 @@
+"""Cache: answer a call that was already paid for, from the ledger, without touching the network.
+
+Also CI record/replay: `turnout_replay` answers only from a recorded ledger (a miss is an
+OpenAI-style 400 naming the first differing field), and `turnout_record` stores every answer.
+A hit is served in the `request` hook, so no upstream connection is ever opened (the proxy
+runs with `connection_strategy=lazy`). A streamed request gets a valid SSE stream rebuilt
+from the recording, so streamed and non-streamed calls share entries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from turnout.ledger.cache import CacheIndex, CacheLimits, HotEntries, load_index_rows, read_entry
+from turnout.ledger.canonical import (
+    canonical_json,
+    canonical_request,
+    difference_count,
+    first_difference,
+    loosen,
+    request_key,
+)
+from turnout.ledger.store import iso_utc, open_ledger, parse_iso
+
+from . import state
+
+log = logging.getLogger(__name__)
+
+CACHEABLE = ("chat", "responses", "embeddings", "completions")
+SCOPES = ("key", "shared", "team")
+
+
+def wants_bypass(headers: http.Headers) -> bool:
+    if headers.get("x-turnout-cache", "").strip().lower() in ("no", "off", "bypass", "false", "0"):
+        return True
+    return "no-cache" in headers.get("cache-control", "").lower() or "no-store" in headers.get("cache-control", "").lower()
+
+
+def is_deterministic(endpoint: str, body: dict[str, Any]) -> bool:
+    """Only `temperature: 0` (or embeddings) asks for the same answer every time."""
+    return endpoint == "embeddings" or body.get("temperature") == 0
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.enabled = True
+        self.index = CacheIndex(CacheLimits())
+        self.hot = HotEntries()
+        self.endpoints: frozenset[str] = frozenset(CACHEABLE)
+        self.scope = "key"
+        self.nondeterministic = True
+        self.fuzzy = False
+        self.record = False
+        self.conn = None  # read connection to the ledger (hits are read by primary key)
+        self.replay_conn = None
+        self.replay_keys: dict[str, str] = {}
+        self._replay_recordings: list[tuple[str, dict[str, Any]]] | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("turnout_cache", bool, True, "Answer identical calls from the ledger's cache.")
+        loader.add_option("turnout_cache_ttl", int, 0, "Seconds a cached answer stays fresh (0: forever).")
+        loader.add_option("turnout_cache_max_entries", int, 100_000, "Most cached answers kept (least recently used go first).")
+        loader.add_option("turnout_cache_max_bytes", int, 512 * 1024 * 1024, "Most bytes of cached answers kept.")
+        loader.add_option(
+            "turnout_cache_endpoints", Sequence[str], list(CACHEABLE), "Endpoints whose answers are cached."
+        )
+        loader.add_option(
+            "turnout_cache_scope",
+            str,
+            "key",
+            "Whose answers a cached answer may be served to: `key` (the same API key, the default), "
+            "`team` (the same attributed team), or `shared` (everyone behind this proxy).",
+            choices=list(SCOPES),
+        )
+        loader.add_option(
+            "turnout_cache_nondeterministic",
+            bool,
+            True,
+            "Also cache requests sampled with temperature > 0 (the point is not to pay twice); "
+            "off caches only temperature 0 and embeddings.",
+        )
+        loader.add_option(
+            "turnout_cache_fuzzy",
+            bool,
+            False,
+            "Near-identical matching: ignore case, whitespace and punctuation of message prose "
+            "(numbers, words and code must still match exactly).",
+        )
+        loader.add_option("turnout_replay", str, "", "Answer only from the recordings in this ledger file (CI replay).")
+        loader.add_option("turnout_record", bool, False, "Record every answer for replay (and never serve from the cache).")
+
+    def configure(self, updated: set[str]) -> None:
+        o = ctx.options
+        if updated & {"turnout_cache_ttl", "turnout_cache_max_entries", "turnout_cache_max_bytes"}:
+            try:
+                self.index = CacheIndex(CacheLimits(o.turnout_cache_ttl, o.turnout_cache_max_entries, o.turnout_cache_max_bytes))
+            except ValueError as e:
+                raise exceptions.OptionsError(f"turnout_cache: {e}") from None
+            updated = updated | {"turnout_db"}  # reload the index under the new limits
+        if "turnout_cache_endpoints" in updated:
+            unknown = set(o.turnout_cache_endpoints) - set(CACHEABLE)
+            if unknown:
+                raise exceptions.OptionsError(f"turnout_cache_endpoints: unknown {sorted(unknown)}; known: {list(CACHEABLE)}")
+            self.endpoints = frozenset(o.turnout_cache_endpoints)
+        self.enabled = o.turnout_cache
+        self.scope = o.turnout_cache_scope
+        self.nondeterministic = o.turnout_cache_nondeterministic
+        self.fuzzy = o.turnout_cache_fuzzy
+        self.record = o.turnout_record
+        if "turnout_db" in updated:
+            self._open_ledger(o.turnout_db)
+        if "turnout_replay" in updated:
+            self._open_replay(o.turnout_replay)
+
+    def _open_ledger(self, path: str) -> None:
+        try:
+            db = open_ledger(path, check_same_thread=False)
+        except Exception as e:  # noqa: BLE001
+            raise exceptions.OptionsError(f"turnout_db: cannot open {path!r}: {e}") from None
+        self.conn = db.conn
+        self.index = CacheIndex(self.index.limits)
+        self.hot.clear()
+        evicted = self.index.load(load_index_rows(self.conn))
+        if evicted:
+            self._delete(evicted)
+
+    def _open_replay(self, path: str) -> None:
+        self.replay_keys, self._replay_recordings, self.replay_conn = {}, None, None
+        if not path:
+            return
+        if not Path(path).exists():
+            raise exceptions.OptionsError(f"turnout_replay: no recording at {path!r} (record one with --record)")
+        self.replay_conn = open_ledger(path, check_same_thread=False).conn
+        for key, canonical in self.replay_conn.execute("select key, canonical from cache_entries"):
+            self.replay_keys[request_key(self._key_text(json.loads(canonical)))] = key
+
+    def _key_text(self, canonical: dict[str, Any]) -> str:
+        return canonical_json(loosen(canonical) if self.fuzzy else canonical)
+
+    def _scope(self, llm: state.LLMFlow) -> str:
+        if self.scope == "shared":
+            return "shared"
+        if self.scope == "team" and llm.columns.get("team"):
+            return f"team:{llm.columns['team']}"
+        return f"key:{llm.api_key_fp or '-'}"
+
+    def _delete(self, keys: list[str]) -> None:
+        record = ctx.master.addons.get("record")
+        for key in keys:
+            self.hot.discard(key)
+            if record is not None and record.writer is not None:
+                record.writer.execute("delete from cache_entries where key = ?", (key,))
+
+    # -- the request path --------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        llm = state.get(flow)
+        if llm is None or flow.response or flow.error or not isinstance(llm.body, dict):
+            return
+        if llm.endpoint not in self.endpoints:
+            return
+        replay = bool(self.replay_conn)
+        if not (self.enabled or self.record or replay):
+            return
+        canonical = canonical_request(llm.endpoint, llm.body, llm.model)
+        key_text = self._key_text(canonical)
+        key = request_key(key_text, self._scope(llm))
+        llm.columns["cache_key"] = key
+        store = self.record or self.enabled
+        if replay:
+            stored_key = self.replay_keys.get(request_key(key_text))
+            if stored_key is not None and self._serve(flow, llm, self.replay_conn, stored_key, "replay"):
+                return
+            if not self.record:
+                self._replay_miss(flow, llm, canonical)
+                return
+        elif self.record:
+            llm.columns["cache"] = "miss"
+        elif wants_bypass(flow.request.headers):
+            llm.columns["cache"] = "bypass"
+            llm.response_headers["x-turnout-cache"] = "bypass"
+        elif not self.nondeterministic and not is_deterministic(llm.endpoint, llm.body):
+            llm.columns["cache"] = "skip"
+            store = False
+        else:
+            entry, expired = self.index.lookup(key, time.time())
+            if entry is not None and self._serve(flow, llm, self.conn, key, "hit"):
+                return
+            if expired:
+                self._delete([key])
+            llm.columns["cache"] = "miss"
+            llm.response_headers["x-turnout-cache"] = "miss"
+        if store:
+            llm.on_record.append(lambda row: self._store(flow, llm, key, canonical, row))
+
+    def _serve(self, flow: http.HTTPFlow, llm: state.LLMFlow, conn, key: str, how: str) -> bool:
+        entry = self.hot.get(key) if conn is self.conn else None
+        if entry is None and conn is not None:
+            entry = read_entry(conn, key)
+            if entry is not None and conn is self.conn:
+                self.hot.put(key, entry)
+        if entry is None:
+            self.index.remove(key)
+            return False
+        recorded = json.loads(entry["response_body"])
+        provider, endpoint = llm.provider, llm.endpoint or "chat"
+        if llm.stream and endpoint != "embeddings":
+            content = provider.replay_stream(endpoint, recorded, include_usage=provider.asked_for_stream_usage(llm.body))
+            ctype = "text/event-stream; charset=utf-8"
+        else:
+            content = json.dumps(recorded, ensure_ascii=False).encode()
+            ctype = "application/json"
+        age = max(0, int(time.time() - parse_iso(entry["created_at"])))
+        flow.response = http.Response.make(
+            200, content, {"content-type": ctype, "x-turnout-cache": how, "x-turnout-cache-age": str(age)}
+        )
+        llm.served_locally = True
+        usage = provider.response_usage(endpoint, recorded)
+        llm.columns.update(
+            cache="hit",
+            cost_usd=0.0,
+            saved_usd=entry["cost_usd"],
+            response_model=provider.response_model(recorded),
+            finish_reason=provider.finish_reason(endpoint, recorded),
+        )
+        if usage is not None:
+            llm.columns.update(usage._asdict(), total_tokens=usage.prompt_tokens + usage.completion_tokens)
+        flow.marked = ":zap:"
+        if conn is self.conn:
+            record = ctx.master.addons.get("record")
+            if record is not None and record.writer is not None:
+                record.writer.execute(
+                    "update cache_entries set hits = coalesce(hits, 0) + 1, last_hit_at = ? where key = ?",
+                    (iso_utc(time.time()), key),
+                )
+        return True
+
+    def _replay_miss(self, flow: http.HTTPFlow, llm: state.LLMFlow, canonical: dict[str, Any]) -> None:
+        nearest = self._nearest(canonical)
+        where = f"{llm.endpoint} model={llm.model}"
+        if nearest is None:
+            detail = "the recording has no call to this endpoint"
+        else:
+            diff = first_difference(nearest, canonical)
+            field, was, now = diff if diff else ("?", None, None)
+            detail = f"first difference from the nearest recording at `{field}`: recorded {_short(was)}, got {_short(now)}"
+        message = f"turnout replay: no recording for {where}; {detail}"
+        flow.response = state.json_response(
+            400, llm.provider.error_body(status=400, message=message, type="turnout_replay_miss", code="replay_miss")
+        )
+        llm.served_locally = True
+        llm.columns.update(cache="replay-miss")
+        log.warning("%s", message)
+
+    def _nearest(self, canonical: dict[str, Any]) -> dict[str, Any] | None:
+        if self._replay_recordings is None:
+            self._replay_recordings = [
+                (c["endpoint"], c)
+                for (text,) in self.replay_conn.execute("select canonical from cache_entries")
+                for c in [json.loads(text)]
+            ]
+        same = [c for endpoint, c in self._replay_recordings if endpoint == canonical["endpoint"]]
+        return min(same, key=lambda c: difference_count(c, canonical)) if same else None
+
+    # -- the response path (via Record's on_record) -----------------------------------------
+
+    def _store(self, flow: http.HTTPFlow, llm: state.LLMFlow, key: str, canonical: dict[str, Any], row: dict[str, Any]) -> None:
+        status = row.get("status_code") or 0
+        if llm.served_locally or row.get("error") or not 200 <= status < 300 or flow.response is None:
+            return
+        if llm.assembler is not None:
+            body = llm.assembler.result()
+        else:
+            try:
+                body = json.loads(flow.response.get_content(strict=False) or b"")
+            except ValueError:
+                return
+        if not isinstance(body, dict):
+            return
+        text = json.dumps(body, ensure_ascii=False)
+        now = time.time()
+        record = ctx.master.addons.get("record")
+        if record is None or record.writer is None:
+            return
+        entry = {
+                "key": key,
+                "scope": self._scope(llm),
+                "endpoint": llm.endpoint,
+                "model": llm.model,
+                "canonical": canonical_json(canonical),
+                "response_body": text,
+                "status_code": status,
+                "cost_usd": row.get("cost_usd"),
+                "flow_id": flow.id,
+                "created_at": iso_utc(now),
+                "hits": 0,
+                "size": len(text),
+        }
+        record.writer.submit("cache_entries", entry)
+        self.hot.put(key, entry)
+        self._delete(self.index.add(key, len(text), now))
+
+    def done(self) -> None:
+        for conn in (self.conn, self.replay_conn):
+            if conn is not None:
+                conn.close()
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
