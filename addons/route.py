@@ -38,16 +38,18 @@ class Route:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "turnout_mode" in updated:
-            self.mode = ctx.options.turnout_mode
-        if "turnout_config" in updated or self.policy is None:
+        if updated & {"turnout_mode", "turnout_config"} or self.policy is None:
             try:
-                table = config.section(ctx.options.turnout_config, "router")
+                table = dict(config.section(ctx.options.turnout_config, "router"))
+                mode = table.pop("mode", None)  # the proxy's concern, not the policy's
+                if mode is not None and mode not in ("observe", "route", "off"):
+                    raise ValueError(f"mode must be observe, route or off, not {mode!r}")
                 self.policy = RoutingPolicy.from_config(table)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_config [router]: {e}") from None
-            if "mode" in table and "turnout_mode" not in updated:
-                self.mode = table["mode"]
+            # an explicit --mode / --set turnout_mode wins over the config file's [router] mode
+            explicit = ctx.options._options["turnout_mode"].has_changed()
+            self.mode = mode if mode is not None and not explicit else ctx.options.turnout_mode
 
     def request(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)

@@ -1,0 +1,152 @@
+"""`turnout classify`, `turnout train` and `turnout savings`: the router from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import config
+
+
+def _policy(config_path: str | None):
+    from turnout.router.policy import RoutingPolicy
+
+    table = dict(config.section(config_path, "router"))
+    table.pop("mode", None)
+    return RoutingPolicy.from_config(table)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from turnout.router.classify import classify_records
+
+    try:
+        policy = _policy(args.config)
+    except ValueError as e:
+        raise SystemExit(f"turnout classify: {e}") from None
+    out = sys.stdout
+    for result in classify_records(sys.stdin, policy):
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from turnout.router.train import train
+
+    try:
+        report = train([Path(p) for p in args.data], Path(args.out), seed=args.seed)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"turnout train: {e}") from None
+    table = Table(title=f"difficulty model {report.version}: validation APGR (random routing = 0.5)")
+    table.add_column("source")
+    table.add_column("APGR (validation)", justify="right")
+    table.add_column("APGR (train)", justify="right")
+    for source, value in report.apgr_val.items():
+        table.add_row(source, f"{value:.3f}", f"{report.apgr_train.get(source, float('nan')):.3f}")
+    console = Console()
+    console.print(table)
+    console.print(f"{report.n_train} training / {report.n_val} validation rows, {report.n_weights} weights → {report.artifact}")
+    return 0
+
+
+SAVINGS_SQL = """
+select requested_model, would_route_to, coalesce(task, '?') as task,
+       count(*) as calls,
+       avg(score) as mean_score,
+       sum(cost_usd) as cost_usd,
+       sum(projected_cost_usd) as projected_cost_usd,
+       sum(cost_usd) - sum(projected_cost_usd) as saving_usd,
+       sum(case when cost_usd is null or projected_cost_usd is null then 1 else 0 end) as unpriced
+from flows
+where decision = 'route' and routed is null and started_at >= ?
+group by requested_model, would_route_to, task
+order by saving_usd desc nulls last, calls desc
+"""
+
+ROUTED_SQL = """
+select count(*), sum(baseline_cost_usd), sum(cost_usd) from flows
+where routed = 1 and started_at >= ?
+"""
+
+
+def savings(db_path: str, since: str) -> dict[str, Any]:
+    """The observation report: what routing would have saved, from real usage priced on both models."""
+    from turnout.ledger.report import parse_since
+    from turnout.ledger.store import open_ledger
+
+    start = parse_since(since) or "0"
+    db = open_ledger(db_path)
+    cur = db.execute(SAVINGS_SQL, [start])
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    total_calls = db.execute("select count(*), sum(cost_usd) from flows where started_at >= ?", [start]).fetchone()
+    routed = db.execute(ROUTED_SQL, [start]).fetchone()
+    db.conn.close()
+    totals = {
+        "calls": sum(r["calls"] for r in rows),
+        "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
+        "projected_cost_usd": sum(r["projected_cost_usd"] or 0 for r in rows),
+        "saving_usd": sum(r["saving_usd"] or 0 for r in rows),
+        "all_calls": total_calls[0],
+        "all_cost_usd": total_calls[1] or 0.0,
+        "routed_calls": routed[0],
+        "realised_saving_usd": (routed[1] or 0.0) - (routed[2] or 0.0),
+    }
+    return {"since": since, "groups": rows, "totals": totals}
+
+
+def cmd_savings(args: argparse.Namespace) -> int:
+    if not Path(args.db).exists():
+        raise SystemExit(f"turnout savings: no ledger at {args.db}")
+    try:
+        data = savings(args.db, args.since)
+    except ValueError as e:
+        raise SystemExit(f"turnout savings: {e}") from None
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = data["totals"]
+    share = (t["saving_usd"] / t["all_cost_usd"] * 100) if t["all_cost_usd"] else 0.0
+    title = f"Routing savings (observed) since {args.since or 'the beginning'}: {t['calls']} of {t['all_calls']} calls would route, saving ${t['saving_usd']:.4f} ({share:.1f}% of ${t['all_cost_usd']:.4f})"
+    table = Table(title=title, title_justify="left")
+    for name, justify in [("requested → cheaper", "left"), ("task", "left"), ("calls", "right"), ("mean score", "right"),
+                          ("paid", "right"), ("projected", "right"), ("saving", "right")]:
+        table.add_column(name, justify=justify)
+    money = lambda v: "n/a" if v is None else f"${v:.4f}"  # noqa: E731
+    for r in data["groups"]:
+        table.add_row(f"{r['requested_model']} → {r['would_route_to']}", r["task"], str(r["calls"]),
+                      "" if r["mean_score"] is None else f"{r['mean_score']:.2f}", money(r["cost_usd"]),
+                      money(r["projected_cost_usd"]), money(r["saving_usd"]))
+    table.add_section()
+    table.add_row("total", "", str(t["calls"]), "", money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"]))
+    console = Console()
+    console.print(table)
+    if t["routed_calls"]:
+        console.print(f"routed for real: {t['routed_calls']} calls, realised saving ${t['realised_saving_usd']:.4f}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("classify", help="classify request bodies (JSON lines on stdin) and print routing decisions")
+    sp.add_argument("--config", help="turnout's TOML config file (the [router] table)")
+    sp.set_defaults(func=cmd_classify)
+
+    sp = sub.add_parser("train", help="retrain the difficulty model and print validation APGR")
+    sp.add_argument("--data", nargs="+", required=True, metavar="FILE", help="JSON lines with messages, strong_correct, weak_correct")
+    sp.add_argument("--out", required=True, help="where to write the model (JSON)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("savings", help="what routing would have saved (observation mode)")
+    sp.add_argument("--db", default="turnout.db")
+    sp.add_argument("--since", default="", help="7d, 24h, 30m or a date like 2026-11-01")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp.set_defaults(func=cmd_savings)
