@@ -47,6 +47,10 @@ class LLMFlow:
         if self.model is None:
             self.model = self.requested_model
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "LLMFlow":
+        # mitmproxy deep-copies flow.metadata (flow.copy(), backups); this is live per-flow state.
+        return self
+
 
 def get(flow: http.HTTPFlow) -> LLMFlow | None:
     state = flow.metadata.get(KEY)

@@ -1,0 +1,94 @@
+"""What each cheaper model can do, for the "never route" capability rule.
+
+Feature tags come from :attr:`RequestFeatures.uses`. A request is only routed
+to a model whose entry lists every tag the request uses, so the table is
+deliberately conservative: a model missing from it, or a tag we are unsure a
+model supports, means "do not route". Stateful features that tie a request to
+the model that produced earlier state (``previous_response``,
+``reasoning_items``, ``item_reference``, ``background``) and audio are listed
+for no model, so such requests are never routed.
+
+Users can extend or override entries with ``[router.capabilities]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .ladders import base_model
+
+KNOWN_TAGS: frozenset[str] = frozenset(
+    {
+        "images",
+        "files",
+        "audio",
+        "tools",
+        "web_search",
+        "builtin_tools",
+        "json_schema",
+        "json_object",
+        "reasoning_effort",
+        "verbosity",
+        "prediction",
+        "logprobs",
+        "previous_response",
+        "reasoning_items",
+        "item_reference",
+        "background",
+    }
+)
+
+_CHAT = frozenset({"images", "files", "tools", "json_schema", "json_object", "logprobs"})
+
+DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
+    "gpt-4o-mini": _CHAT | {"prediction"},
+    "gpt-4.1-mini": _CHAT | {"prediction"},
+    "gpt-4.1-nano": _CHAT | {"prediction"},
+    # reasoning models: reasoning_effort yes; no logprobs, no predicted outputs
+    "o4-mini": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort"}),
+    "gpt-5-mini": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
+    "gpt-5-nano": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
+}
+
+TAG_REASONS: dict[str, str] = {
+    "images": "uses images",
+    "files": "uses file inputs",
+    "audio": "uses audio",
+    "tools": "uses tools",
+    "web_search": "uses web search",
+    "builtin_tools": "uses built-in tools",
+    "json_schema": "uses structured outputs (json_schema)",
+    "json_object": "uses JSON mode",
+    "reasoning_effort": "uses reasoning_effort",
+    "verbosity": "uses verbosity",
+    "prediction": "uses predicted outputs",
+    "logprobs": "uses logprobs",
+    "previous_response": "continues a stored response/conversation",
+    "reasoning_items": "carries reasoning items",
+    "item_reference": "references stored items",
+    "background": "is a background request",
+}
+
+
+def parse_capabilities(raw: Any) -> dict[str, frozenset[str]]:
+    caps = dict(DEFAULT_CAPABILITIES)
+    if raw is None:
+        return caps
+    if not isinstance(raw, Mapping):
+        raise ValueError('router.capabilities must be a table of model = ["images", "tools", ...]')
+    for model, tags in raw.items():
+        if not isinstance(model, str) or not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
+            raise ValueError(f"router.capabilities.{model}: expected a list of capability names, got {tags!r}")
+        unknown = sorted(set(tags) - KNOWN_TAGS)
+        if unknown:
+            raise ValueError(f"router.capabilities.{model}: unknown capability {unknown}; known: {sorted(KNOWN_TAGS)}")
+        caps[base_model(model)] = frozenset(tags)
+    return caps
+
+
+def missing_capabilities(uses: frozenset[str], model: str, caps: Mapping[str, frozenset[str]]) -> list[str]:
+    """Tags the request uses that ``model`` is not known to support (sorted)."""
+    if not uses:
+        return []
+    have = caps.get(base_model(model), frozenset())
+    return sorted(uses - have)

@@ -1,0 +1,456 @@
+"""Request features, computed from an OpenAI request body alone.
+
+The router sees only what the client sends, so every signal the task
+classifier, the difficulty model and the capability rules use is derived here
+from the body: chat completions (``messages``), Responses (``input`` and
+``instructions``) or legacy completions (``prompt``).
+
+Design constraints, in order:
+
+* Never raise. Bodies come from arbitrary clients; content may be a string, a
+  list of parts, ``None`` or garbage. Unknown shapes contribute nothing.
+* Deterministic. Hashing uses ``zlib.crc32`` (Python's ``hash()`` is salted
+  per process), so a request maps to the same features in every process.
+* Bounded cost. Text analysis looks at a capped excerpt of the last user
+  message (head and tail; instructions live at one end or the other) and token
+  counts are exact only up to a budget (see :func:`tokens.estimate_tokens`),
+  so a 100k-token prompt costs about as much as a 4k-token one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .tokens import estimate_tokens
+
+# Text analysis budget: first HEAD + last TAIL characters of the last user message.
+ANALYSIS_HEAD_CHARS = 1500
+ANALYSIS_TAIL_CHARS = 500
+# Exact BPE counting budget per text; the rest is extrapolated.
+EXACT_TOKEN_CHARS = 512
+
+_WORD_RE = re.compile(r"\w+")
+_NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_MATH_SYM_RE = re.compile(r"[=+*/^<>\u221a\u2211\u222b\u03c0\u2264\u2265\u00b1\u00d7\u00f7\u2260\u221e]")
+_LATEX_RE = re.compile(r"\\(?:frac|sqrt|int|sum|prod|lim|cdot|times|alpha|beta|theta|pi|infty|le|ge|neq)\b|\$[^$\n]{1,200}\$")
+_CODE_FENCE = "```"
+_CODE_LINE_RE = re.compile(
+    r"(?m)^[ \t]*(?:def |class |import |from \S+ import |#include|public |private |"
+    r"function |const |let |var |return\b|SELECT |INSERT |for \(|if \(|while \(|"
+    r"fn |func |package |using |console\.|print\()"
+    r"|[{};][ \t]*$"
+)
+_CHOICE_RE = re.compile(r"(?m)^[ \t]*\(?[A-Ha-h][\).:][ \t]")
+_QUESTION_WORDS = frozenset(
+    "what why how when where who whom whose which explain describe compare "
+    "qué cómo cuándo dónde quién por pourquoi comment quand où qui quel quelle "
+    "warum wie wann wo wer welche was".split()
+)
+_STOPWORDS = {
+    "en": frozenset("the and of to is in that it for you with this are be on not".split()),
+    "es": frozenset("el la los las de que y en es por para una un con no se del".split()),
+    "fr": frozenset("le la les de des et est un une que en pour pas dans du ce qui".split()),
+    "de": frozenset("der die das und ist nicht ein eine zu mit den von ich sie es auf".split()),
+    "pt": frozenset("o a os as de que e em um uma para com não se do da".split()),
+    "it": frozenset("il lo la gli le di che e è un una per con non del della".split()),
+    "nl": frozenset("de het een en van is dat niet op te zijn met voor".split()),
+}
+_SCRIPT_RES = (
+    ("ja", re.compile(r"[\u3040-\u30ff]")),
+    ("ko", re.compile(r"[\uac00-\ud7af]")),
+    ("zh", re.compile(r"[\u4e00-\u9fff]")),
+    ("ru", re.compile(r"[\u0400-\u04ff]")),
+    ("ar", re.compile(r"[\u0600-\u06ff]")),
+    ("hi", re.compile(r"[\u0900-\u097f]")),
+    ("el", re.compile(r"[\u0370-\u03ff]")),
+    ("he", re.compile(r"[\u0590-\u05ff]")),
+    ("th", re.compile(r"[\u0e00-\u0e7f]")),
+)
+
+_IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+_FILE_PART_TYPES = frozenset({"file", "input_file"})
+_AUDIO_PART_TYPES = frozenset({"input_audio", "audio"})
+_TEXT_KEYS = ("text", "content", "input_text", "output_text", "refusal", "output", "arguments")
+_BUILTIN_TOOL_PREFIXES = ("file_search", "computer", "code_interpreter", "image_generation", "mcp", "local_shell")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """Everything the router knows about a request; pure data."""
+
+    api: str = "unknown"  # chat | responses | completions | unknown
+    model: str | None = None
+    n_messages: int = 0
+    roles: tuple[tuple[str, int], ...] = ()  # sorted (role, count)
+    n_user_turns: int = 0
+    n_assistant_turns: int = 0
+    conversation_depth: int = 0  # user turns so far (1 = first turn)
+    has_system: bool = False
+    system_chars: int = 0
+    system_tokens: int = 0
+    prompt_tokens: int = 0  # all text in the request (exact up to a budget per text)
+    user_chars: int = 0  # last user message
+    user_tokens: int = 0
+    has_tools: bool = False
+    n_tools: int = 0
+    tool_choice: str | None = None
+    has_tool_results: bool = False
+    response_format: str | None = None  # text | json_object | json_schema
+    has_json_schema: bool = False
+    has_images: bool = False
+    has_files: bool = False
+    has_audio: bool = False
+    max_tokens: int | None = None
+    n_code_blocks: int = 0
+    n_code_lines: int = 0
+    n_numbers: int = 0
+    n_math_symbols: int = 0
+    has_latex: bool = False
+    n_question_words: int = 0
+    n_question_marks: int = 0
+    n_choices: int = 0  # lines that look like multiple-choice options
+    n_sentences: int = 0
+    n_words: int = 0
+    language: str = "unknown"
+    uses: frozenset[str] = field(default_factory=frozenset)  # capability tags, see policy
+    user_text: str = ""  # analysis excerpt of the last user message (lower-cased)
+    words: tuple[str, ...] = ()  # words of ``user_text``; input to the hashed n-grams
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def _text_of(content: Any, sink: dict[str, bool], depth: int = 0) -> str:
+    """Flatten message content of any shape into text; record non-text parts."""
+    if content is None or depth > 6:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        pieces = [_text_of(p, sink, depth + 1) for p in content]
+        return "\n".join(p for p in pieces if p)
+    if isinstance(content, dict):
+        ptype = content.get("type")
+        if isinstance(ptype, str):
+            if ptype in _IMAGE_PART_TYPES:
+                sink["images"] = True
+                return ""
+            if ptype in _FILE_PART_TYPES:
+                sink["files"] = True
+                return ""
+            if ptype in _AUDIO_PART_TYPES:
+                sink["audio"] = True
+                return ""
+            if ptype == "reasoning":
+                sink["reasoning_items"] = True
+        for key in _TEXT_KEYS:
+            value = content.get(key)
+            if value is not None:
+                return _text_of(value, sink, depth + 1)
+        return ""
+    return ""
+
+
+def _messages(body: dict[str, Any], sink: dict[str, bool]) -> tuple[str, list[tuple[str, str]]]:
+    """(api, [(role, text)]) across the three OpenAI request shapes."""
+    out: list[tuple[str, str]] = []
+    msgs = body.get("messages")
+    if isinstance(msgs, list):
+        for m in msgs:
+            if isinstance(m, dict):
+                role = m.get("role")
+                role = role if isinstance(role, str) else "unknown"
+                text = _text_of(m.get("content"), sink)
+                if m.get("tool_calls") or m.get("function_call"):
+                    sink["tool_history"] = True
+                out.append((role, text))
+            elif isinstance(m, str):
+                out.append(("user", m))
+        return "chat", out
+    if "input" in body or "instructions" in body:
+        instr = body.get("instructions")
+        if isinstance(instr, str) and instr:
+            out.append(("system", instr))
+        inp = body.get("input")
+        if isinstance(inp, str):
+            out.append(("user", inp))
+        elif isinstance(inp, list):
+            for item in inp:
+                if isinstance(item, str):
+                    out.append(("user", item))
+                elif isinstance(item, dict):
+                    itype = item.get("type")
+                    if itype in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"):
+                        sink["tool_history"] = True
+                        out.append(("tool", _text_of(item.get("output") or item.get("arguments"), sink)))
+                        continue
+                    if itype == "reasoning":
+                        sink["reasoning_items"] = True
+                        continue
+                    if itype == "item_reference":
+                        sink["item_reference"] = True
+                        continue
+                    role = item.get("role")
+                    role = role if isinstance(role, str) else "user"
+                    out.append((role, _text_of(item.get("content"), sink)))
+        return "responses", out
+    prompt = body.get("prompt")
+    if prompt is not None:
+        if isinstance(prompt, str):
+            out.append(("user", prompt))
+        elif isinstance(prompt, list):
+            texts = [p for p in prompt if isinstance(p, str)]
+            out.append(("user", "\n".join(texts)))
+        return "completions", out
+    return "unknown", out
+
+
+def _int_or_none(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v):
+        return int(v)
+    return None
+
+
+def _language(excerpt: str, words: list[str]) -> str:
+    if not excerpt.strip():
+        return "unknown"
+    sample = excerpt[:600]
+    if not sample.isascii():
+        letters = sum(1 for c in sample if c.isalpha()) or 1
+        for lang, rx in _SCRIPT_RES:
+            if len(rx.findall(sample)) / letters > 0.2:
+                return lang
+    head = words[:80]
+    if not head:
+        return "unknown"
+    best, best_n = "unknown", 0
+    for lang, stop in _STOPWORDS.items():
+        n = sum(1 for w in head if w in stop)
+        if n > best_n:
+            best, best_n = lang, n
+    return best if best_n >= 2 or (best_n == 1 and len(head) < 8) else ("en" if sample.isascii() else "unknown")
+
+
+def _tools_info(body: dict[str, Any], uses: set[str]) -> tuple[int, str | None]:
+    tools = body.get("tools")
+    n_tools = 0
+    if isinstance(tools, list):
+        for t in tools:
+            if not isinstance(t, dict):
+                continue
+            n_tools += 1
+            ttype = t.get("type")
+            if isinstance(ttype, str):
+                if ttype.startswith("web_search"):
+                    uses.add("web_search")
+                elif ttype.startswith(_BUILTIN_TOOL_PREFIXES):
+                    uses.add("builtin_tools")
+    functions = body.get("functions")
+    if isinstance(functions, list):
+        n_tools += sum(1 for f in functions if isinstance(f, dict))
+    tc = body.get("tool_choice", body.get("function_call"))
+    if isinstance(tc, str):
+        tool_choice: str | None = tc
+    elif isinstance(tc, dict):
+        tool_choice = "specific"
+    else:
+        tool_choice = None
+    if n_tools:
+        uses.add("tools")
+    return n_tools, tool_choice
+
+
+def _response_format(body: dict[str, Any]) -> str | None:
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and isinstance(rf.get("type"), str):
+        return rf["type"]
+    text = body.get("text")  # Responses API: text.format
+    if isinstance(text, dict):
+        fmt = text.get("format")
+        if isinstance(fmt, dict) and isinstance(fmt.get("type"), str):
+            return fmt["type"]
+    return None
+
+
+def _excerpt(text: str) -> str:
+    if len(text) <= ANALYSIS_HEAD_CHARS + ANALYSIS_TAIL_CHARS:
+        return text
+    return text[:ANALYSIS_HEAD_CHARS] + "\n" + text[-ANALYSIS_TAIL_CHARS:]
+
+
+def extract_features(body: Any) -> RequestFeatures:
+    """Features of one request body; returns defaults for anything unusable."""
+    if not isinstance(body, dict):
+        return RequestFeatures()
+    try:
+        return _extract(body)
+    except Exception:  # defensive: a feature bug must never break proxying
+        model = body.get("model")
+        return RequestFeatures(model=model if isinstance(model, str) else None)
+
+
+def _extract(body: dict[str, Any]) -> RequestFeatures:
+    sink: dict[str, bool] = {}
+    api, msgs = _messages(body, sink)
+    model = body.get("model")
+    model = model if isinstance(model, str) else None
+
+    role_counts: dict[str, int] = {}
+    system_text_len = 0
+    system_tokens = 0
+    prompt_tokens = 0
+    last_user = ""
+    user_tokens = 0
+    for role, text in msgs:
+        role_counts[role] = role_counts.get(role, 0) + 1
+        n = estimate_tokens(text, EXACT_TOKEN_CHARS) if text else 0
+        prompt_tokens += n
+        if role in ("system", "developer"):
+            system_text_len += len(text)
+            system_tokens += n
+        elif role == "user":
+            last_user = text
+            user_tokens = n
+    n_user = role_counts.get("user", 0)
+    n_assistant = role_counts.get("assistant", 0)
+
+    uses: set[str] = set()
+    n_tools, tool_choice = _tools_info(body, uses)
+    rf = _response_format(body)
+    if rf in ("json_schema", "json_object"):
+        uses.add(rf)
+    for tag in ("images", "files", "audio", "reasoning_items", "item_reference"):
+        if sink.get(tag):
+            uses.add(tag)
+    modalities = body.get("modalities")
+    if body.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+        uses.add("audio")
+    reasoning = body.get("reasoning")
+    if body.get("reasoning_effort") is not None or (isinstance(reasoning, dict) and reasoning.get("effort") is not None):
+        uses.add("reasoning_effort")
+    if body.get("prediction") is not None:
+        uses.add("prediction")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        uses.add("logprobs")
+    if body.get("web_search_options") is not None:
+        uses.add("web_search")
+    text_opts = body.get("text")
+    if body.get("verbosity") is not None or (isinstance(text_opts, dict) and text_opts.get("verbosity") is not None):
+        uses.add("verbosity")
+    if body.get("previous_response_id") is not None or body.get("conversation") is not None:
+        uses.add("previous_response")
+    if body.get("background"):
+        uses.add("background")
+
+    max_tokens = None
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        max_tokens = _int_or_none(body.get(key))
+        if max_tokens is not None:
+            break
+
+    excerpt = _excerpt(last_user)
+    low = excerpt.lower()
+    words = _WORD_RE.findall(low)
+    return RequestFeatures(
+        api=api,
+        model=model,
+        n_messages=len(msgs),
+        roles=tuple(sorted(role_counts.items())),
+        n_user_turns=n_user,
+        n_assistant_turns=n_assistant,
+        conversation_depth=n_user,
+        has_system=system_text_len > 0,
+        system_chars=system_text_len,
+        system_tokens=system_tokens,
+        prompt_tokens=prompt_tokens,
+        user_chars=len(last_user),
+        user_tokens=user_tokens,
+        has_tools=n_tools > 0,
+        n_tools=n_tools,
+        tool_choice=tool_choice,
+        has_tool_results=bool(sink.get("tool_history")) or "tool" in role_counts or "function" in role_counts,
+        response_format=rf,
+        has_json_schema=rf == "json_schema",
+        has_images="images" in uses,
+        has_files="files" in uses,
+        has_audio="audio" in uses,
+        max_tokens=max_tokens,
+        n_code_blocks=excerpt.count(_CODE_FENCE) // 2,
+        n_code_lines=len(_CODE_LINE_RE.findall(excerpt)),
+        n_numbers=len(_NUMBER_RE.findall(excerpt)),
+        n_math_symbols=len(_MATH_SYM_RE.findall(excerpt)),
+        has_latex=_LATEX_RE.search(excerpt) is not None,
+        n_question_words=sum(1 for w in words if w in _QUESTION_WORDS),
+        n_question_marks=excerpt.count("?"),
+        n_choices=len(_CHOICE_RE.findall(excerpt)),
+        n_sentences=excerpt.count(". ") + excerpt.count("? ") + excerpt.count("! ") + excerpt.count("\n") + 1,
+        n_words=len(words),
+        language=_language(excerpt, words),
+        uses=frozenset(uses),
+        user_text=low,
+        words=tuple(words),
+    )
+
+
+# ---------------------------------------------------------------- hashed n-grams
+
+
+def hashed_word_ngrams(words: Iterable[str], n_buckets: int, max_words: int = 400) -> dict[int, float]:
+    """Counts of word unigrams and bigrams in a fixed hashing space.
+
+    Each word is hashed once with crc32; a bigram's hash is a mix of its two
+    word hashes, which keeps the cost linear in words with one crc32 each.
+    Only the first ``max_words`` words are used (bounded cost).
+    """
+    crc = zlib.crc32
+    hs = [crc(w.encode("utf-8", "surrogatepass")) for w in list(words)[:max_words]]
+    counts: dict[int, float] = {}
+    get = counts.get
+    for h in hs:
+        b = h % n_buckets
+        counts[b] = get(b, 0.0) + 1.0
+    for i in range(len(hs) - 1):
+        b = (((hs[i] * 0x9E3779B1) & 0xFFFFFFFF) ^ hs[i + 1]) % n_buckets
+        counts[b] = get(b, 0.0) + 1.0
+    return counts
+
+
+def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int = 400) -> set[int]:
+    """Buckets present among the word unigrams/bigrams (same hashing as :func:`hashed_word_ngrams`).
+
+    The difficulty model uses binary presence, and a set comprehension is
+    about twice as fast as counting on the request path.
+    """
+    crc = zlib.crc32
+    hs = [crc(w.encode("utf-8", "surrogatepass")) for w in list(words)[:max_words]]
+    out = {h % n_buckets for h in hs}
+    out.update([(((a * 0x9E3779B1) & 0xFFFFFFFF) ^ b) % n_buckets for a, b in zip(hs, hs[1:])])
+    return out
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased word tokens, the same tokenisation :class:`RequestFeatures` uses."""
+    return _WORD_RE.findall(text.lower())
+
+
+def hashed_char_ngrams(text: str, n_buckets: int, sizes: Iterable[int] = (3, 4), max_chars: int = 1000) -> dict[int, float]:
+    """Counts of character n-grams (within-word, space-padded) of the first ``max_chars`` characters."""
+    s = " " + " ".join(_WORD_RE.findall(text[:max_chars].lower())) + " "
+    counts: dict[int, float] = {}
+    crc = zlib.crc32
+    data = s.encode("utf-8", "surrogatepass")
+    # byte n-grams: cheaper than char slicing and stable across processes
+    for n in sizes:
+        prefix = f"c{n}:".encode()
+        for i in range(len(data) - n + 1):
+            b = crc(prefix + data[i : i + n]) % n_buckets
+            counts[b] = counts.get(b, 0.0) + 1.0
+    return counts

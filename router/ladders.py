@@ -1,0 +1,83 @@
+"""Model ladders: for each provider, chains of models from strong to cheap.
+
+A request for a model on a ladder may be routed one rung down (never more:
+each rung is a product decision the user made, and the difficulty model is
+trained on one strong/weak pair). Dated snapshots (``gpt-4o-2024-08-06``,
+``gpt-4-0613``) resolve to their base name's ladder; the cheaper model is
+named by its alias so it tracks the provider's current snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "openai": (
+        ("gpt-4o", "gpt-4o-mini"),
+        ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"),
+        ("o3", "o4-mini"),
+        ("gpt-5", "gpt-5-mini", "gpt-5-nano"),
+    ),
+}
+
+_SNAPSHOT_RE = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+
+
+def base_model(model: str) -> str:
+    """``gpt-4o-2024-08-06`` -> ``gpt-4o``; other names unchanged (lower-cased, stripped)."""
+    name = model.strip().lower()
+    m = _SNAPSHOT_RE.match(name)
+    return m.group("base") if m else name
+
+
+def parse_ladders(raw: Any) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Validate ``[router.ladders]``: ``{provider: [[strong, cheaper, ...], ...]}``.
+
+    A provider listed here replaces that provider's defaults; others keep them.
+    """
+    ladders = dict(DEFAULT_LADDERS)
+    if raw is None:
+        return ladders
+    if not isinstance(raw, Mapping):
+        raise ValueError("router.ladders must be a table of provider = [[strong, cheaper, ...], ...]")
+    for provider, chains in raw.items():
+        if not isinstance(provider, str) or not provider:
+            raise ValueError(f"router.ladders: provider name must be a non-empty string, got {provider!r}")
+        if not isinstance(chains, (list, tuple)):
+            raise ValueError(f"router.ladders.{provider} must be a list of model lists, e.g. [[\"gpt-4o\", \"gpt-4o-mini\"]]")
+        parsed = []
+        for chain in chains:
+            if (
+                not isinstance(chain, (list, tuple))
+                or len(chain) < 2
+                or not all(isinstance(m, str) and m.strip() for m in chain)
+            ):
+                raise ValueError(
+                    f"router.ladders.{provider}: each ladder must list at least two model names, strong first; got {chain!r}"
+                )
+            parsed.append(tuple(base_model(m) for m in chain))
+        ladders[provider] = tuple(parsed)
+    for provider, chains in ladders.items():
+        seen: dict[str, tuple[str, ...]] = {}
+        for chain in chains:
+            if len(set(chain)) != len(chain):
+                raise ValueError(f"router.ladders.{provider}: ladder {list(chain)} repeats a model")
+            for m in chain[:-1]:
+                if m in seen and seen[m] != chain:
+                    raise ValueError(f"router.ladders.{provider}: model {m!r} appears on two ladders with different next rungs")
+                seen[m] = chain
+    return ladders
+
+
+def next_rung(ladders: Mapping[str, tuple[tuple[str, ...], ...]], provider: str, model: str) -> str | None:
+    """The next cheaper model for ``model`` at ``provider``, or None."""
+    chains = ladders.get(provider)
+    if not chains:
+        return None
+    name = base_model(model)
+    for chain in chains:
+        for i, m in enumerate(chain[:-1]):
+            if m == name:
+                return chain[i + 1]
+    return None

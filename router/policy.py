@@ -1,0 +1,215 @@
+"""The routing policy: one decision per request, a pure function of body + context.
+
+Order of checks in :meth:`RoutingPolicy.decide` (first that applies wins):
+
+1. not a JSON object / no model / router disabled            -> ``skip``
+2. API-key fingerprint or feature tag on a never-route list  -> ``skip``
+3. no cheaper rung on the provider's ladder                  -> ``skip``
+4. task on the never-route list                              -> ``skip``
+5. request uses something the cheaper model lacks            -> ``skip``
+6. score >= threshold                                        -> ``route``, else ``keep``
+
+The score is only computed for eligible requests (``score`` is None on skip),
+which keeps skipped requests cheap. ``target_quality`` is turned into a
+threshold once, at construction, from the calibration table the training run
+stored in the artifact (measured on its validation split): the most
+aggressive threshold whose validation quality stays at or above the target,
+walking from "route nothing" towards "route everything" and stopping at the
+first point below target. That calibration reflects the training pair and data
+(GPT-4 vs Mixtral on MMLU/GSM8K); on other traffic it is an estimate.
+
+Config (``[router]`` table; every key optional)::
+
+    enabled = true
+    threshold = 0.62            # or: target_quality = 0.95 (not both); default target_quality 0.95
+    default_model = "gpt-4o"    # used by classify for records without a model
+    model_path = "…/difficulty-v1.json"
+    never_route_tasks = ["code", "tool_use"]
+    never_route_features = ["billing"]
+    never_route_api_keys = ["<fingerprint>", …]
+    [router.ladders]      openai = [["gpt-4o", "gpt-4o-mini"], …]
+    [router.capabilities] "gpt-4o-mini" = ["images", "tools", …]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .capabilities import TAG_REASONS, missing_capabilities, parse_capabilities
+from .difficulty import DifficultyModel, load_model
+from .features import extract_features
+from .ladders import next_rung, parse_ladders
+from .tasks import TASKS, classify_task
+from .tokens import encoding_name
+
+DEFAULT_TARGET_QUALITY = 0.95
+DEFAULT_MODEL = "gpt-4o"
+# The difficulty model was trained on exam questions and word problems only;
+# code and agentic tool use are out of its distribution, so by default they stay put.
+DEFAULT_NEVER_ROUTE_TASKS: tuple[str, ...] = ("code", "tool_use")
+
+CONFIG_KEYS = frozenset(
+    {
+        "enabled",
+        "threshold",
+        "target_quality",
+        "default_model",
+        "model_path",
+        "never_route_tasks",
+        "never_route_features",
+        "never_route_api_keys",
+        "ladders",
+        "capabilities",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    task: str
+    score: float | None  # None when not scored
+    decision: str  # "route" | "keep" | "skip"
+    would_route_to: str | None  # the cheaper model, when decision == "route"
+    reason: str
+
+
+def threshold_for_quality(calibration: Sequence[Mapping[str, float]], target: float) -> float:
+    """Lowest threshold whose validation quality ratio stays >= ``target`` (see module doc)."""
+    rows = sorted(calibration, key=lambda r: (-r["threshold"], r["route_fraction"]))
+    if not rows:
+        raise ValueError("the difficulty model has no calibration table; set router.threshold instead of target_quality")
+    chosen = None
+    for row in rows:
+        if row["quality_ratio"] + 1e-12 < target:
+            break
+        chosen = row["threshold"]
+    if chosen is None:
+        return 1.0 + 1e-9  # even routing nothing is "below target": route nothing
+    return float(chosen)
+
+
+def _str_list(raw: Any, key: str) -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, str) or not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) for x in raw):
+        raise ValueError(f"router.{key} must be a list of strings, got {raw!r}")
+    return frozenset(raw)
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    threshold: float
+    model: DifficultyModel = field(repr=False)
+    ladders: Mapping[str, tuple[tuple[str, ...], ...]]
+    capabilities: Mapping[str, frozenset[str]] = field(repr=False)
+    never_route_tasks: frozenset[str] = frozenset(DEFAULT_NEVER_ROUTE_TASKS)
+    never_route_features: frozenset[str] = frozenset()
+    never_route_api_keys: frozenset[str] = frozenset()
+    default_model: str = DEFAULT_MODEL
+    enabled: bool = True
+    target_quality: float | None = None  # what the threshold was resolved from, if anything
+
+    @classmethod
+    def from_config(cls, router_table: Mapping[str, Any] | None) -> "RoutingPolicy":
+        cfg = dict(router_table or {})
+        if router_table is not None and not isinstance(router_table, Mapping):
+            raise ValueError(f"[router] must be a table, got {type(router_table).__name__}")
+        unknown = sorted(set(cfg) - CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"unknown [router] key(s) {unknown}; allowed: {sorted(CONFIG_KEYS)}")
+
+        enabled = cfg.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"router.enabled must be true or false, got {enabled!r}")
+
+        model_path = cfg.get("model_path")
+        if model_path is not None and not isinstance(model_path, str):
+            raise ValueError(f"router.model_path must be a path string, got {model_path!r}")
+        try:
+            model = load_model(model_path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot load difficulty model {model_path or '(shipped)'}: {exc}") from exc
+
+        has_t, has_q = "threshold" in cfg, "target_quality" in cfg
+        if has_t and has_q:
+            raise ValueError("set either router.threshold or router.target_quality, not both")
+        target: float | None = None
+        if has_t:
+            t = cfg["threshold"]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+                raise ValueError(f"router.threshold must be a number in [0, 1], got {t!r}")
+            threshold = float(t)
+        else:
+            q = cfg.get("target_quality", DEFAULT_TARGET_QUALITY)
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
+                raise ValueError(f"router.target_quality must be a number in (0, 1], got {q!r}")
+            target = float(q)
+            threshold = threshold_for_quality(model.calibration, target)
+
+        tasks = _str_list(cfg.get("never_route_tasks", list(DEFAULT_NEVER_ROUTE_TASKS)), "never_route_tasks")
+        bad_tasks = sorted(tasks - set(TASKS))
+        if bad_tasks:
+            raise ValueError(f"router.never_route_tasks: unknown task(s) {bad_tasks}; tasks are {list(TASKS)}")
+
+        default_model = cfg.get("default_model", DEFAULT_MODEL)
+        if not isinstance(default_model, str) or not default_model.strip():
+            raise ValueError(f"router.default_model must be a model name, got {default_model!r}")
+
+        encoding_name()  # load the tokenizer now, not on the first proxied request (~150 ms)
+        return cls(
+            threshold=threshold,
+            model=model,
+            ladders=parse_ladders(cfg.get("ladders")),
+            capabilities=parse_capabilities(cfg.get("capabilities")),
+            never_route_tasks=tasks,
+            never_route_features=_str_list(cfg.get("never_route_features"), "never_route_features"),
+            never_route_api_keys=_str_list(cfg.get("never_route_api_keys"), "never_route_api_keys"),
+            default_model=default_model,
+            enabled=enabled,
+            target_quality=target,
+        )
+
+    def decide(
+        self,
+        body: Any,
+        *,
+        provider: str = "openai",
+        api_key_fp: str | None = None,
+        feature: str | None = None,
+    ) -> RoutingDecision:
+        """The routing decision for one request body; never raises."""
+        try:
+            return self._decide(body, provider, api_key_fp, feature)
+        except Exception as exc:  # defensive: the proxy must keep proxying
+            return RoutingDecision("other", None, "skip", None, f"router error: {type(exc).__name__}")
+
+    def _decide(self, body: Any, provider: str, api_key_fp: str | None, feature: str | None) -> RoutingDecision:
+        if not isinstance(body, dict):
+            return RoutingDecision("other", None, "skip", None, "body is not a JSON object")
+        f = extract_features(body)
+        task = classify_task(f)
+
+        def skip(reason: str) -> RoutingDecision:
+            return RoutingDecision(task, None, "skip", None, reason)
+
+        if not self.enabled:
+            return skip("router disabled")
+        if f.model is None:
+            return skip("no model in request")
+        if api_key_fp is not None and api_key_fp in self.never_route_api_keys:
+            return skip("API key is never routed")
+        if feature is not None and feature in self.never_route_features:
+            return skip(f"feature {feature} is never routed")
+        cheaper = next_rung(self.ladders, provider, f.model)
+        if cheaper is None:
+            return skip(f"no cheaper model for {f.model} ({provider})")
+        if task in self.never_route_tasks:
+            return skip(f"task {task} is never routed")
+        missing = missing_capabilities(f.uses, cheaper, self.capabilities)
+        if missing:
+            return skip(f"{TAG_REASONS.get(missing[0], 'uses ' + missing[0])}; {cheaper} lacks it")
+        score = self.model.score(f)
+        if score >= self.threshold:
+            return RoutingDecision(task, score, "route", cheaper, f"score {score:.2f} >= {self.threshold:.2f}")
+        return RoutingDecision(task, score, "keep", None, f"score {score:.2f} < {self.threshold:.2f}")

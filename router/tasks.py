@@ -1,0 +1,206 @@
+"""Task label for a request: one of :data:`TASKS`, by ordered rules.
+
+We have no labelled task data, so this is a transparent rule list rather than
+a learned model; it is deterministic, costs a few microseconds and each label
+can be explained by the rule that fired. Rules run in priority order and the
+first match wins:
+
+1. ``tool_use``: the request declares tools (unless ``tool_choice`` is
+   ``"none"``) or carries tool calls/results in its history. Checked first
+   because it changes what a cheaper model must get right.
+2. ``translation``, ``summarization``, ``classification``, ``extraction``,
+   ``rewriting``: explicit instruction verbs ("translate", "summarize",
+   "classify", "extract", "rewrite", ...). Instructions sit at the start or
+   end of a prompt, so only the first/last ``INSTRUCTION_WINDOW`` characters
+   are searched — a document that merely *mentions* "summary" is not a
+   summarization request.
+3. ``code``: fenced code, code-looking lines, or programming vocabulary.
+4. ``qa`` for multiple-choice questions (options A/B/C/D).
+5. ``math``: LaTeX, equations, "solve"/"calculate", or a word problem with
+   several numbers and "how many/much".
+6. ``creative_writing``: "write a poem/story/...".
+7. ``reasoning``: "step by step", "why", "prove", puzzles, trade-offs.
+8. ``qa``: other questions (question mark or leading question word).
+9. ``chat``: multi-turn conversations and short conversational messages.
+10. ``other``: anything else (including empty requests).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .features import RequestFeatures
+
+TASKS: tuple[str, ...] = (
+    "summarization",
+    "classification",
+    "extraction",
+    "translation",
+    "rewriting",
+    "qa",
+    "creative_writing",
+    "code",
+    "math",
+    "reasoning",
+    "chat",
+    "tool_use",
+    "other",
+)
+
+INSTRUCTION_WINDOW = 400
+
+_LANGS = (
+    r"english|spanish|french|german|italian|portuguese|dutch|russian|chinese|mandarin|japanese|korean|arabic|"
+    r"hindi|turkish|polish|swedish|greek|hebrew|vietnamese|thai|indonesian|ukrainian|czech|latin"
+)
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "translation",
+        re.compile(
+            r"\btranslat(?:e|ion|ing)\b|\btradu(?:ce|cir|ire|is|za)\b|\bübersetze?n?\b|"
+            rf"\b(?:in|into|to) (?:{_LANGS})\s*[:.?!]?\s*$|^\s*(?:{_LANGS}) to (?:{_LANGS})\b|"
+            rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b"
+        ),
+    ),
+    (
+        "summarization",
+        re.compile(
+            r"\bsummar(?:ize|ise|izing|ising|y)\b|\btl;?dr\b|\bkey (?:points|takeaways)\b|\bcondense\b|"
+            r"\bgist\b|\bin (?:one|a few|two|three|\d+) (?:sentences?|bullets?|words)\b|\brésum(?:e|é|er)\b|\bresumen\b"
+        ),
+    ),
+    (
+        "classification",
+        re.compile(
+            r"\bclassif(?:y|ication)\b|\bcategori[sz]e\b|\bsentiment\b|\bwhich (?:category|class|label)\b|"
+            r"\b(?:label|tag) (?:this|the following|each)\b|\bis (?:this|it) (?:spam|toxic|positive|negative)\b|"
+            r"\bpositive,? (?:or )?negative\b"
+        ),
+    ),
+    (
+        "extraction",
+        re.compile(
+            r"\bextract\b|\bpull out\b|\bparse\b|\bfind all\b|\blist (?:all|every|the) (?:names|dates|entities|emails|"
+            r"people|companies|items|numbers|amounts)\b|\bnamed entit(?:y|ies)\b|\bfill (?:in )?the (?:json|schema|fields)\b"
+        ),
+    ),
+    (
+        "rewriting",
+        re.compile(
+            r"\bre-?write\b|\brephrase\b|\bparaphrase\b|\bproofread\b|\breword\b|\bpolish\b|"
+            r"\b(?:fix|correct) (?:the |my )?(?:grammar|spelling|typos)\b|\bmake (?:it|this) (?:more|less|sound)\b|"
+            r"\bshorten\b|\bsimplify (?:this|the following)\b|\bedit (?:this|the following|my)\b"
+        ),
+    ),
+)
+# Gates: a rule's regex only runs when one of these words occurs in the
+# request's words (a set lookup); regex alternations over hundreds of
+# characters are the expensive part of classification.
+_LANG_WORDS = frozenset(_LANGS.split("|"))
+_GATES: dict[str, frozenset[str]] = {
+    "translation": frozenset(
+        "translate translation translating traduce traducir traduire traduis traduza übersetze übersetzen".split()
+    )
+    | _LANG_WORDS,
+    "summarization": frozenset(
+        "summarize summarise summarizing summarising summary tl tldr key condense gist sentence sentences "
+        "bullet bullets words resume résumé résumer resumen".split()
+    ),
+    "classification": frozenset("classify classification categorize categorise sentiment which label tag is positive".split()),
+    "extraction": frozenset("extract pull parse find list named fill".split()),
+    "rewriting": frozenset("rewrite re write rephrase paraphrase proofread reword polish fix correct make shorten simplify edit".split()),
+    "code": frozenset(
+        "python javascript typescript java golang rust c kotlin swift ruby php bash shell sql regex html css json api "
+        "function class method compile compiler compiled stack stacktrace traceback exception refactor unit debug "
+        "snippet script repository git dockerfile kubernetes algorithm".split()
+    ),
+    "math": frozenset(
+        "solve calculate compute equation integral derivative differentiate integrate simplify factor factorize "
+        "factorise probability matrix polynomial theorem lemma arithmetic algebra geometry evaluate".split()
+    ),
+    "how_many": frozenset("many much long far old total sum average difference".split()),
+    "creative": frozenset(
+        "poem story stories haiku limerick song lyrics sonnet fairy fairytale fable screenplay script dialogue novel "
+        "chapter joke rap verse slogan tagline essay once".split()
+    ),
+    "reasoning": frozenset(
+        "step explain prove reason reasoning puzzle riddle logic logical pros trade tradeoff tradeoffs analyze "
+        "analyse compare implication implications deduce infer happen justify".split()
+    ),
+}
+
+_CODE_RE = re.compile(
+    r"\b(?:python|javascript|typescript|java|golang|rust|c\+\+|c#|kotlin|swift|ruby|php|bash|shell script|sql|"
+    r"regex|html|css|json schema|api endpoint|function|class|method|compile[rd]?|stack ?trace|traceback|"
+    r"exception|refactor|unit tests?|debug|snippet|script|repository|git|dockerfile|kubernetes|algorithm)\b"
+)
+_CODE_VERB_RE = re.compile(r"\b(?:write|implement|fix|debug|refactor|review|optimi[sz]e|explain|convert|port)\b")
+_MATH_RE = re.compile(
+    r"\b(?:solve|calculate|compute|equation|integral|derivative|differentiate|integrate|simplify|factor(?:ize|ise)?|"
+    r"probability|matrix|eigen\w*|polynomial|theorem|lemma|arithmetic|algebra|geometry|evaluate the)\b"
+)
+_HOW_MANY_RE = re.compile(r"\bhow (?:many|much|long|far|old)\b|\bwhat (?:is|was) the (?:total|sum|average|difference)\b")
+_WORD_PROBLEM_RE = re.compile(
+    r"\b(?:average|rate|speed|percent|per|total|cost|costs|profit|each|twice|half|times|miles|hours|minutes|dollars|price)\b|[$%]"
+)
+_CREATIVE_RE = re.compile(
+    r"\b(?:write|compose|create|draft|give me|tell me)\b.{0,40}\b(?:poem|story|stories|haiku|limerick|song|lyrics|"
+    r"sonnet|fairy ?tale|fable|screenplay|script for a|dialogue|novel|chapter|joke|rap|verse|slogan|tagline|essay)\b|"
+    r"\b(?:poem|short story|haiku|limerick|sonnet) (?:about|on)\b|\bonce upon a time\b"
+)
+_REASONING_RE = re.compile(
+    r"\bstep[- ]by[- ]step\b|\bexplain why\b|\bprove\b|\breason(?:ing)?\b|\bpuzzle\b|\briddle\b|\blogic(?:al)?\b|"
+    r"\bpros and cons\b|\btrade-?offs?\b|\banaly[sz]e\b|\bcompare\b|\bimplications?\b|\bdeduce\b|\binfer\b|"
+    r"\bwhat would happen\b|\bjustify\b"
+)
+_QUESTION_START_RE = re.compile(
+    r"^\s*(?:what|who|whom|whose|when|where|which|how|is|are|was|were|do|does|did|can|could|should|would|will|"
+    r"define|explain|describe|tell me about)\b"
+)
+_GREETING_RE = re.compile(r"^\s*(?:hi|hello|hey|thanks|thank you|good (?:morning|evening|night)|how are you|ok|okay|cool)\b")
+
+
+def _instruction_text(f: RequestFeatures) -> str:
+    t = f.user_text
+    if len(t) <= 2 * INSTRUCTION_WINDOW:
+        return t
+    return t[:INSTRUCTION_WINDOW] + "\n" + t[-INSTRUCTION_WINDOW:]
+
+
+def classify_task(f: RequestFeatures) -> str:
+    """The single task label of a request (see module docstring for the rules)."""
+    if (f.has_tools and f.tool_choice != "none") or f.has_tool_results:
+        return "tool_use"
+    text = f.user_text
+    if not text.strip():
+        return "other"
+    instr = _instruction_text(f)
+    ws = frozenset(f.words)
+    for task, rx in _RULES:
+        if not ws.isdisjoint(_GATES[task]) and rx.search(instr):
+            return task
+    if (
+        f.n_code_blocks
+        or f.n_code_lines >= 3
+        or (not ws.isdisjoint(_GATES["code"]) and _CODE_RE.search(instr) and _CODE_VERB_RE.search(instr))
+    ):
+        return "code"
+    if f.n_choices >= 3:
+        return "qa"
+    if (
+        f.has_latex
+        or (not ws.isdisjoint(_GATES["math"]) and _MATH_RE.search(instr))
+        or (f.n_numbers >= 2 and f.n_math_symbols >= 1 and f.n_words <= 12)
+        or (f.n_numbers >= 1 and not ws.isdisjoint(_GATES["how_many"]) and _HOW_MANY_RE.search(text))
+        or (f.n_numbers >= 2 and f.n_question_marks and _WORD_PROBLEM_RE.search(text))
+    ):
+        return "math"
+    if not ws.isdisjoint(_GATES["creative"]) and _CREATIVE_RE.search(instr):
+        return "creative_writing"
+    if not ws.isdisjoint(_GATES["reasoning"]) and _REASONING_RE.search(instr):
+        return "reasoning"
+    if f.n_question_marks or _QUESTION_START_RE.search(text):
+        return "qa"
+    if f.n_assistant_turns >= 1 or _GREETING_RE.search(text) or f.n_words <= 12:
+        return "chat"
+    return "other"

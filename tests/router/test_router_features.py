@@ -1,0 +1,169 @@
+"""Feature extraction: shapes of OpenAI bodies, determinism, never raising."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from turnout.router import tokens
+from turnout.router.features import (
+    extract_features,
+    hashed_char_ngrams,
+    hashed_word_ngram_set,
+    hashed_word_ngrams,
+    words_of,
+)
+from turnout.router.policy import RoutingPolicy
+
+
+def chat(content, **extra):
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def test_chat_counts_roles_and_system():
+    f = extract_features(
+        {
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "What is the capital of France?"},
+            ],
+            "max_tokens": 50,
+        }
+    )
+    assert f.api == "chat" and f.model == "gpt-4o"
+    assert f.n_messages == 4 and dict(f.roles) == {"system": 1, "user": 2, "assistant": 1}
+    assert f.has_system and f.system_tokens > 0
+    assert f.conversation_depth == 2 and f.n_assistant_turns == 1
+    assert f.user_text == "what is the capital of france?"
+    assert f.max_tokens == 50 and f.n_question_words >= 1 and f.n_question_marks == 1
+    assert f.language == "en"
+    assert f.prompt_tokens >= f.user_tokens + f.system_tokens
+
+
+def test_parts_images_files_audio_tools_schema():
+    f = extract_features(
+        chat(
+            [
+                {"type": "text", "text": "Describe"},
+                {"type": "image_url", "image_url": {"url": "data:..."}},
+                {"type": "file", "file": {"file_id": "f"}},
+                {"type": "input_audio", "input_audio": {"data": "..."}},
+            ],
+            tools=[{"type": "function", "function": {"name": "f"}}],
+            tool_choice="auto",
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+            reasoning_effort="low",
+            prediction={"type": "content", "content": "x"},
+        )
+    )
+    assert f.has_images and f.has_files and f.has_audio and f.has_tools and f.n_tools == 1
+    assert f.has_json_schema and f.response_format == "json_schema" and f.tool_choice == "auto"
+    assert {"images", "files", "audio", "tools", "json_schema", "reasoning_effort", "prediction"} <= f.uses
+    assert f.user_text == "describe"
+
+
+def test_responses_api_and_legacy_prompt():
+    f = extract_features(
+        {
+            "model": "gpt-4.1",
+            "instructions": "Be brief.",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "Summarize this."}]}],
+            "text": {"format": {"type": "json_schema"}},
+            "reasoning": {"effort": "high"},
+            "previous_response_id": "resp_1",
+        }
+    )
+    assert f.api == "responses" and f.has_system and f.user_text == "summarize this."
+    assert {"json_schema", "reasoning_effort", "previous_response"} <= f.uses
+    g = extract_features({"model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time"})
+    assert g.api == "completions" and g.user_text == "once upon a time"
+    h = extract_features({"model": "gpt-4o", "input": "plain string"})
+    assert h.api == "responses" and h.user_text == "plain string"
+
+
+def test_code_math_choices_language():
+    f = extract_features(chat("Fix this:\n```python\ndef f(x):\n    return x+1\n```"))
+    assert f.n_code_blocks == 1 and f.n_code_lines >= 1
+    m = extract_features(chat("Solve $x^2 + 3x = 10$ for x, then compute 12 * 7 = ?"))
+    assert m.has_latex and m.n_numbers >= 4 and m.n_math_symbols >= 2
+    q = extract_features(chat("Which is a mammal?\nA. shark\nB. whale\nC. trout\nD. squid\nAnswer:"))
+    assert q.n_choices == 4
+    assert extract_features(chat("¿Dónde está la biblioteca? Necesito un libro para la clase de historia.")).language == "es"
+    assert extract_features(chat("请把这段话翻译成英文，谢谢你的帮助")).language == "zh"
+    assert extract_features(chat("Привет, как дела? Расскажи мне о погоде")).language == "ru"
+
+
+def test_long_prompt_is_bounded_and_close():
+    text = "The committee reviewed the proposal and asked for changes. " * 400
+    f = extract_features(chat(text))
+    exact = tokens.count_tokens(text)
+    assert abs(f.user_tokens - exact) / exact < 0.1
+    assert len(f.user_text) <= 2001
+
+
+def test_hashing_is_stable_across_processes():
+    words = words_of("The quick brown fox, again: the quick brown fox!")
+    here = sorted(hashed_word_ngram_set(words, 1 << 16))
+    assert sorted(hashed_word_ngrams(words, 1 << 16)) == here
+    code = (
+        "from turnout.router.features import hashed_word_ngram_set, words_of;"
+        "print(sorted(hashed_word_ngram_set(words_of('The quick brown fox, again: the quick brown fox!'), 1 << 16)))"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})
+    assert other.stdout.strip() == str(here)
+    assert hashed_char_ngrams("abc abd", 1024) == hashed_char_ngrams("abc abd", 1024)
+    assert all(0 <= b < 1024 for b in hashed_char_ngrams("hello wörld", 1024))
+
+
+def test_tokens_module():
+    assert tokens.ENCODING_NAME in (tokens.OFFLINE_ENCODING, tokens.APPROX_ENCODING)
+    assert tokens.count_tokens("") == 0
+    assert tokens.count_tokens("hello world") >= 2
+    assert tokens.estimate_tokens("abc " * 10, exact_chars=8) > 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=25,
+)
+KEYS = ["model", "messages", "input", "instructions", "prompt", "tools", "tool_choice", "response_format",
+        "max_tokens", "modalities", "audio", "reasoning", "reasoning_effort", "text", "prediction", "functions"]
+message = st.dictionaries(st.sampled_from(["role", "content", "tool_calls", "type", "text"]), json_values, max_size=4)
+bodies = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["gpt-4o", "gpt-4o-2024-08-06", "o3", "unknown", ""]),
+         "messages": st.lists(st.one_of(message, json_values), max_size=4)},
+        optional={"input": json_values, "tools": json_values, "response_format": json_values},
+    ),
+)
+
+_POLICY = RoutingPolicy.from_config(None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bodies)
+def test_arbitrary_json_never_raises(body):
+    f = extract_features(body)
+    assert extract_features(body) == f  # deterministic
+    d = _POLICY.decide(body)
+    assert d.decision in ("route", "keep", "skip")
+    assert not d.reason.startswith("router error"), d.reason
+
+
+def test_tokens_fallback_without_tiktoken():
+    code = (
+        "import sys; sys.modules['tiktoken'] = None\n"
+        "from turnout.router.tokens import ENCODING_NAME, count_tokens\n"
+        "print(ENCODING_NAME, count_tokens('abcdefgh'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["approx-chars/4", "2"]
