@@ -350,3 +350,21 @@ def test_env_exports(proxy):
     bundle = open(env["SSL_CERT_FILE"]).read()
     assert bundle.count("BEGIN CERTIFICATE") > 10  # system roots plus turnout's CA
     assert open(proxy.certs / "mitmproxy-ca-cert.pem").read().strip() in bundle
+
+
+def test_huge_body_is_forwarded_and_recorded(proxy, upstream):
+    big = "lorem ipsum " * 400_000  # ~4.8 MB
+    r = chat(proxy.client(), big)
+    assert r.choices[0].message.content.startswith("echo from gpt-4o: lorem ipsum")
+    assert upstream.requests[-1]["body"]["messages"][0]["content"] == big
+    (row,) = proxy.wait_rows(1, timeout=20)
+    assert row["prompt_tokens"] == 800_000 and len(row["request_body"]) > 4_000_000
+
+
+def test_upstream_timeout_is_recorded(proxy):
+    client = proxy.client(max_retries=0, timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):
+        chat(client, "slow one", extra_headers={"x-test-hang-ms": "2000"})
+    (row,) = proxy.wait_rows(1, timeout=15)
+    assert row["error"] and row["status_code"] is None
+    assert chat(proxy.client(), "still alive").choices[0].message.content == "echo from gpt-4o: still alive"
