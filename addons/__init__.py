@@ -1,6 +1,6 @@
 """turnout's mitmproxy addons. The order of `default_addons()` is the architecture:
 
-    intercept → attribute → route → cache → budget → forward   (request hooks, in this order)
+    intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
     record                                                     (response / stream tee / error → ledger)
 
 Route runs before Cache because a cache key names the model actually sent upstream (a
@@ -12,15 +12,27 @@ from __future__ import annotations
 
 
 def default_addons() -> list[object]:
+    from .attribute import Attribute
+    from .breakers import Breakers
+    from .budget import Budget
+    from .cache import Cache
+    from .contentviews import ContentViews
     from .forward import Forward
     from .intercept import Intercept
+    from .metrics import Metrics
     from .record import Record
 
-    # from .route import Route  # TEMP until the router package lands
+    from .route import Route
 
     return [
         Intercept(),
-        # Route(),  # TEMP until the router package lands
+        Attribute(),
+        Route(),
+        Cache(),
+        Breakers(),
+        Budget(),
         Forward(),
         Record(),
+        ContentViews(),  # mitmweb views of LLM requests and streams
+        Metrics(),  # Prometheus endpoint (off unless turnout_metrics_port)
     ]

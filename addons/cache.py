@@ -198,7 +198,8 @@ class Cache:
             llm.columns["cache"] = "miss"
             llm.response_headers["x-turnout-cache"] = "miss"
         if store:
-            llm.on_record.append(lambda row: self._store(flow, llm, key, canonical, row))
+            canonical_text = key_text if not self.fuzzy else None  # already serialised: don't do it twice
+            llm.on_record.append(lambda row: self._store(flow, llm, key, canonical, row, canonical_text))
 
     def _serve(self, flow: http.HTTPFlow, llm: state.LLMFlow, conn, key: str, how: str) -> bool:
         entry = self.hot.get(key) if conn is self.conn else None
@@ -271,20 +272,23 @@ class Cache:
 
     # -- the response path (via Record's on_record) -----------------------------------------
 
-    def _store(self, flow: http.HTTPFlow, llm: state.LLMFlow, key: str, canonical: dict[str, Any], row: dict[str, Any]) -> None:
+    def _store(
+        self,
+        flow: http.HTTPFlow,
+        llm: state.LLMFlow,
+        key: str,
+        canonical: dict[str, Any],
+        row: dict[str, Any],
+        canonical_text: str | None = None,
+    ) -> None:
         status = row.get("status_code") or 0
         if llm.served_locally or row.get("error") or not 200 <= status < 300 or flow.response is None:
             return
-        if llm.assembler is not None:
-            body = llm.assembler.result()
-        else:
-            try:
-                body = json.loads(flow.response.get_content(strict=False) or b"")
-            except ValueError:
-                return
+        # Record has parsed (or assembled) the answer and serialised it for the row: reuse both.
+        body = llm.response_json
         if not isinstance(body, dict):
             return
-        text = json.dumps(body, ensure_ascii=False)
+        text = row.get("response_body") or json.dumps(body, ensure_ascii=False)
         now = time.time()
         record = ctx.master.addons.get("record")
         if record is None or record.writer is None:
@@ -294,7 +298,7 @@ class Cache:
                 "scope": self._scope(llm),
                 "endpoint": llm.endpoint,
                 "model": llm.model,
-                "canonical": canonical_json(canonical),
+                "canonical": canonical_text or canonical_json(canonical),
                 "response_body": text,
                 "status_code": status,
                 "cost_usd": row.get("cost_usd"),

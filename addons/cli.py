@@ -17,8 +17,9 @@ from . import environment
 SCRIPT = Path(__file__).with_name("turnout.py")
 
 # Modules under turnout.addons that add subcommands: each has `register(subparsers)`.
-COMMAND_MODULES: list[str] = ["budgets_cmd"]
+COMMAND_MODULES: list[str] = ["router_cmd", "budgets_cmd", "report_cmd"]
 MODES = ("observe", "route", "off")
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
 
 
 def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
@@ -32,8 +33,9 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
         "--set", "connection_strategy=lazy",
         "--set", "upstream_cert=false",
         "--set", f"turnout_db={Path(args.db).expanduser().absolute()}",
-        *(["--set", f"turnout_mode={args.mode}"] if False else []),
     ]  # fmt: skip
+    if args.mode:
+        argv += ["--set", f"turnout_mode={args.mode}"]
     if args.upstream:
         argv += ["--set", f"turnout_upstream={args.upstream}"]
     if args.config:
@@ -46,6 +48,9 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
         argv += ["--set", f"turnout_metrics_port={args.metrics_port}"]
     if web:
         argv += ["--set", f"web_open_browser={'true' if args.open else 'false'}", "--set", f"web_port={args.web_port}"]
+        argv += ["--set", "store_streamed_bodies=true"]  # mitmweb shows streamed (SSE) answers too
+        if not any(kv.startswith("web_columns=") for kv in args.set or ()):  # show turnout's flow comment
+            argv += [a for c in WEB_COLUMNS for a in ("--set", f"web_columns={c}")]
     elif not args.verbose:
         argv += ["--set", "flow_detail=0"]
     for kv in args.set or ():
@@ -69,7 +74,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _start_proxy(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
     cmd = [sys.executable, "-m", "turnout.addons.cli", "proxy", "--host", "127.0.0.1", "--port", str(args.port)]
-    cmd += ["--db", args.db, "--mode", args.mode]
+    cmd += ["--db", args.db]
+    if args.mode:
+        cmd += ["--mode", args.mode]
     if args.record:
         cmd += ["--record", args.record]
     for name in ("upstream", "config", "replay"):
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     def proxy_options(sp: argparse.ArgumentParser, *, port: int) -> None:
         sp.add_argument("--port", type=int, default=port, help=f"listen port (0 picks a free one; default {port})")
         sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
-        sp.add_argument("--mode", choices=MODES, default="observe", help="routing: observe (default), route, off")
+        sp.add_argument("--mode", choices=MODES, help="routing: observe (the default), route, off")
         sp.add_argument("--upstream", help="send provider traffic to this OpenAI-compatible base URL")
         sp.add_argument("--config", help="turnout's TOML config file")
         sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")

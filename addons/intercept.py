@@ -40,6 +40,8 @@ def parse_hosts(values: Sequence[str]) -> dict[str, str]:
 
 
 class Intercept:
+    name = "turnout_intercept"  # mitmweb has a built-in addon called "intercept"
+
     def __init__(self) -> None:
         self.hosts: dict[str, str] = {"api.openai.com": "openai"}
 

@@ -45,16 +45,18 @@ class StreamTee:
         self.broken = False
         llm.assembler = llm.provider.stream_assembler(llm.endpoint or "chat")
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.broken:
             return data
         try:
-            return self._tee(data)
+            out = self._tee(data)
         except Exception as e:  # noqa: BLE001 - a parsing bug must never break the client's stream
             log.warning("turnout: stream tee failed (%s); passing the rest through untouched", e)
             self.broken = True
             out, self.held = self.held + data, b""
-            return out
+        # Nothing to pass on yet (a held partial event, a cut usage chunk): no chunk at all. An empty
+        # bytes would go out as a zero-length HTTP/1.1 chunk, i.e. the end of the body.
+        return out if out or not data else []
 
     def _tee(self, data: bytes) -> bytes:
         llm = self.llm
@@ -152,9 +154,10 @@ class Record:
         llm = state.get(flow)
         if llm is None or flow.response is None:
             return
+        state.run_pending(llm)
         flow.response.headers.update(llm.response_headers)
         ctype = flow.response.headers.get("content-type", "")
-        if ctype.startswith("text/event-stream"):
+        if ctype.startswith("text/event-stream") and not llm.served_locally:
             try:
                 flow.response.stream = StreamTee(llm, flow.response.headers.get("content-encoding"))
             except ValueError as e:  # an encoding we cannot decode: still stream, record without content
@@ -188,6 +191,7 @@ class Record:
     # -- building the row ------------------------------------------------------------------
 
     def _record(self, flow: http.HTTPFlow, llm: state.LLMFlow, *, error: str | None) -> None:
+        state.run_pending(llm)
         llm.recorded = True
         self.open_flows.pop(flow.id, None)
         try:
@@ -203,6 +207,8 @@ class Record:
         if self.writer is not None:
             self.writer.submit("flows", row)
         flow.comment = flow_comment(row)
+        if mark := flow_mark(row):
+            flow.marked = mark
         flow.metadata[state.KEY] = {k: v for k, v in row.items() if k not in ("request_body", "response_body")}
 
     def _bare_row(self, flow: http.HTTPFlow, llm: state.LLMFlow, error: str | None) -> dict[str, Any]:
@@ -246,15 +252,25 @@ class Record:
                     error = "stream ended before it finished"
             else:
                 raw = resp.get_content(strict=False) or b""
-                response_text = raw.decode("utf-8", "replace")
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = None
-                if llm.endpoint:
-                    usage = llm.provider.response_usage(llm.endpoint, body)
+                if resp.headers.get("content-type", "").startswith("text/event-stream"):
+                    # a whole SSE body (e.g. a cache hit rebuilt as a stream): record the assembled answer
+                    assembler = llm.provider.stream_assembler(llm.endpoint or "chat")
+                    parser = SSEParser()
+                    for ev in parser.feed(raw) + parser.close():
+                        assembler.feed(ev)
+                    body, usage = assembler.result(), assembler.usage
+                    response_text = json.dumps(body, ensure_ascii=False) if body is not None else None
+                else:
+                    response_text = raw.decode("utf-8", "replace")
+                    try:
+                        body = json.loads(raw) if raw else None
+                    except ValueError:
+                        body = None
+                    if llm.endpoint:
+                        usage = llm.provider.response_usage(llm.endpoint, body)
             if resp.status_code >= 400 and not error:
                 error = _error_text(resp.status_code, body, (response_text or "").encode())
+            llm.response_json = body
             row["response_model"] = llm.provider.response_model(body)
             row["finish_reason"] = llm.provider.finish_reason(llm.endpoint, body) if llm.endpoint else None
             end = llm.stream_ended_at or resp.timestamp_end or now
@@ -280,6 +296,17 @@ class Record:
             row["response_body"] = response_text
         row.update(llm.columns)
         return row
+
+
+def flow_mark(row: dict[str, Any]) -> str:
+    """mitmweb's flow mark (an emoji shortcode): blocked ⛔, served from cache ⚡, routed 🔀; "" for none."""
+    if row.get("blocked_by"):
+        return ":no_entry:"
+    if row.get("cache") == "hit":
+        return ":zap:"
+    if row.get("routed"):
+        return ":twisted_rightwards_arrows:"
+    return ""
 
 
 def flow_comment(row: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ nothing. The decision itself is `turnout.router.policy.RoutingPolicy.decide`, a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -57,6 +58,21 @@ class Route:
             return
         if llm.endpoint not in ROUTABLE or not isinstance(llm.body, dict):
             return
+        if self.mode == "observe" and flow.live:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                # Observing changes nothing that goes upstream, so classify while the provider works, not before
+                # the request leaves; Record runs it first if the answer comes back sooner (a cache hit).
+                llm.pending.append(lambda: self._decide(flow, llm))
+                loop.call_soon(state.run_pending, llm)
+                return
+        self._decide(flow, llm)
+
+    def _decide(self, flow: http.HTTPFlow, llm: state.LLMFlow) -> None:
+        assert self.policy is not None
         d = self.policy.decide(
             llm.body,
             provider=llm.provider.name,

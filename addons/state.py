@@ -6,6 +6,7 @@ one reads what earlier addons decided and adds its own ledger columns to `column
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -37,11 +38,14 @@ class LLMFlow:
     first_byte_at: float | None = None
     stream_ended_at: float | None = None
     assembler: Any = None
+    response_json: Any = None  # the answer as Record parsed (or assembled) it, for on_record callbacks
     columns: dict[str, Any] = field(default_factory=dict)  # extra ledger columns from other addons
     response_headers: dict[str, str] = field(default_factory=dict)  # x-turnout-* headers for the client
     # Called with the finished ledger row before it is written (settle a budget, price a counterfactual).
     on_record: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     recorded: bool = False
+    # Work deferred off the request path (observe-mode routing); `run_pending` runs it before its results are read.
+    pending: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -50,6 +54,16 @@ class LLMFlow:
     def __deepcopy__(self, memo: dict[int, Any]) -> "LLMFlow":
         # mitmproxy deep-copies flow.metadata (flow.copy(), backups); this is live per-flow state.
         return self
+
+
+def run_pending(llm: LLMFlow) -> None:
+    """Run the flow's deferred work now (at most once each); a bug there costs its columns, never the flow."""
+    while llm.pending:
+        work = llm.pending.pop(0)
+        try:
+            work()
+        except Exception:  # noqa: BLE001
+            logging.getLogger(__name__).exception("turnout: deferred work failed")
 
 
 def get(flow: http.HTTPFlow) -> LLMFlow | None:

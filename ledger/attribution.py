@@ -29,17 +29,17 @@ NAME_WORDS = 5
 # Order matters: the specific shapes go first, so an e-mail is not cut into words and numbers.
 _VARIABLE_PARTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://[^\s\"'<>)\]]+", re.I), "<url>"),
-    (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "<email>"),
+    (re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), "<date>"),
     (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"), "<time>"),
     # quoted values: "…", '…', “…”, `…` (short, single-line)
     (re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|‘[^’\n]{0,200}’|`[^`\n]{0,200}`|(?<!\w)'[^'\n]{0,200}'(?!\w)"), "<q>"),
     # ids: hex runs, and tokens mixing letters and digits (order ids, api keys, base64)
-    (re.compile(r"\b(?:0x)?[0-9a-f]{8,}\b", re.I), "<id>"),
-    (re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{6,}\b", re.I), "<id>"),
+    (re.compile(r"(?<![\w-])(?:0x[0-9a-f]+|(?=[0-9]*[a-f])[0-9a-f]{8,})(?![\w-])", re.I), "<id>"),
+    (re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{6,}(?![\w-])", re.I), "<id>"),
     (re.compile(r"[^\s]{40,}"), "<lit>"),  # long literals: blobs, paths, tokens
-    (re.compile(r"[#$€£]?[-+]?\d[\d,._]*%?"), "<n>"),
+    (re.compile(r"[#$€£]?[-+]?\d(?:[\d,._]*\d)?%?"), "<n>"),
 ]
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z][a-z']*", re.I)

@@ -139,6 +139,40 @@ def m005_attribution(db: sqlite_utils.Database) -> None:
     flows.create_index(["template_fp"])
 
 
+@migration
+def m006_reports(db: sqlite_utils.Database) -> None:
+    """`turnout report`'s covering index, and the `flows_summary` view for Datasette / sqlite-utils.
+
+    The index holds every column a report reads, led by started_at: a report over a period is one
+    range scan of the index and never touches the wide rows with their stored bodies.
+    """
+    db.execute(
+        """CREATE INDEX IF NOT EXISTS idx_flows_report ON flows (
+            started_at, requested_model, provider, feature, team, user, api_key_fp, task, error,
+            prompt_tokens, cached_prompt_tokens, completion_tokens, cost_usd, latency_ms, ttft_ms, stream,
+            cache, saved_usd, routed, baseline_cost_usd, decision, projected_cost_usd, blocked_by)"""
+    )
+    # flows_summary: one row per flow without the bodies, plus
+    #   day        the UTC day the flow started (YYYY-MM-DD)
+    #   ok         1 when the flow has no error
+    #   tokens     prompt + completion tokens
+    #   saved_usd  what the flow saved: a cache hit's saved_usd, or (routed) baseline - actual cost
+    #   projected_saving_usd  observe mode: cost - projected cost where the router would have routed
+    db.execute(
+        """CREATE VIEW IF NOT EXISTS flows_summary AS
+        SELECT id, started_at, substr(started_at, 1, 10) AS day, provider, endpoint, requested_model, model,
+               response_model, stream, status_code, error IS NULL AS ok, error, prompt_tokens, cached_prompt_tokens,
+               completion_tokens, coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) AS tokens, cost_usd,
+               latency_ms, ttft_ms, api_key_fp, user, feature, team, project, task, decision, would_route_to, routed,
+               cache, blocked_by,
+               CASE WHEN cache = 'hit' THEN saved_usd
+                    WHEN routed = 1 THEN baseline_cost_usd - cost_usd END AS saved_usd,
+               CASE WHEN decision = 'route' AND routed IS NULL THEN cost_usd - projected_cost_usd END
+                   AS projected_saving_usd
+        FROM flows"""
+    )
+
+
 def applied(db: sqlite_utils.Database) -> set[str]:
     if "_turnout_migrations" not in db.table_names():
         return set()

@@ -1,9 +1,12 @@
 """`turnout report`: per-group spend, errors, latency, cache and routing savings — SQL over the ledger.
 
 Pure queries, no rendering (the terminal table is `turnout.addons.report_cmd`, the HTML page
-`turnout.ledger.report_html`). Aggregates are one GROUP BY pass; percentiles are exact
-nearest-rank values (the value at rank ceil(p/100 · n) in ascending order) picked by a window
-function inside SQLite, so only a handful of rows ever reach Python.
+`turnout.ledger.report_html`). Everything per group comes from ONE GROUP BY pass over a
+covering index (migration m006_reports), so the wide rows with bodies are never read: sums in
+SQL, and each group's latencies as one `group_concat` string that numpy parses and sorts for
+exact nearest-rank percentiles (the value at rank ceil(p/100 · n), ascending). The totals and the
+latency histogram come from the same pass (and the daily cost per model too, when grouping by
+model, day or hour); on big ledgers it runs as two halves of the period in parallel.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import re
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from .store import iso_utc
@@ -136,38 +142,20 @@ def _conn(db: sqlite_utils.Database | sqlite3.Connection) -> sqlite3.Connection:
     return db.conn if isinstance(db, sqlite_utils.Database) else db
 
 
+REPORT_INDEX = "idx_flows_report"  # the covering index of migration m006_reports
+
+
+def _source(conn: sqlite3.Connection) -> str:
+    """`flows`, read through the covering index when the ledger has it (never the wide rows with bodies)."""
+    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [REPORT_INDEX]).fetchone()
+    return f"flows INDEXED BY {REPORT_INDEX}" if has else "flows"
+
+
 def _where(since: str | None) -> tuple[str, list[Any]]:
     return ("WHERE started_at >= ?", [since]) if since else ("", [])
 
 
-def _rank_filter(column: str, ps: tuple[int, ...]) -> str:
-    # nearest rank: ceil(p/100 · n) in integer arithmetic
-    return " OR ".join(f"rn = (n * {p} + 99) / 100" for p in ps)
-
-
-def percentiles(
-    conn: sqlite3.Connection, group_sql: str, value: str, ps: tuple[int, ...], since: str | None, extra: str = ""
-) -> dict[str | None, dict[int, float]]:
-    """{group: {p: value}} with exact nearest-rank percentiles of `value`, computed in SQLite."""
-    where, params = _where(since)
-    cond = f"{value} IS NOT NULL" + (f" AND {extra}" if extra else "")
-    where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-    sql = f"""
-        SELECT grp, n, rn, v FROM (
-            SELECT {group_sql} AS grp, {value} AS v,
-                   row_number() OVER (PARTITION BY {group_sql} ORDER BY {value}) AS rn,
-                   count(*) OVER (PARTITION BY {group_sql}) AS n
-            FROM flows {where}
-        ) WHERE {_rank_filter(value, ps)}
-    """
-    out: dict[str | None, dict[int, float]] = {}
-    for grp, n, rn, v in conn.execute(sql, params):
-        for p in ps:
-            if rn == (n * p + 99) // 100:
-                out.setdefault(grp, {})[p] = v
-    return out
-
-
+# One pass: sums per group, plus every latency (and streamed TTFT) as text for exact percentiles in numpy.
 _AGG = """
     count(*),
     coalesce(sum(error IS NOT NULL), 0),
@@ -184,7 +172,9 @@ _AGG = """
     total(CASE WHEN decision = 'route' AND routed IS NULL THEN cost_usd - projected_cost_usd END),
     coalesce(sum(blocked_by IS NOT NULL), 0),
     min(started_at),
-    max(started_at)
+    max(started_at),
+    group_concat(latency_ms),
+    group_concat(CASE WHEN stream = 1 THEN ttft_ms END)
 """
 _AGG_FIELDS = (
     "requests errors prompt_tokens cached_prompt_tokens completion_tokens cost_usd unpriced streams "
@@ -192,19 +182,29 @@ _AGG_FIELDS = (
 ).split()
 
 
-def _stats(group: str, values: tuple[Any, ...]) -> GroupStats:
-    g = GroupStats(group, **dict(zip(_AGG_FIELDS, values)))
+def nearest_rank(sorted_values: np.ndarray, p: float) -> float | None:
+    """The nearest-rank percentile: the value at rank ceil(p/100 · n) of the ascending values."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    return float(sorted_values[max(1, math.ceil(p * n / 100)) - 1])
+
+
+def _values(text: str | None) -> np.ndarray:
+    # SQLite renders a REAL with 15 significant digits: exact for the ledger's millisecond values (3 decimals).
+    return np.array(text.split(","), dtype=float) if text else np.empty(0)
+
+
+def _finish(g: GroupStats, lat: np.ndarray, ttft: np.ndarray) -> None:
     if g.requests:
         g.error_rate = g.errors / g.requests
         g.cache_hit_rate = g.cache_hits / g.requests
-    return g
-
-
-def _apply_percentiles(g: GroupStats, lat: dict[int, float] | None, ttft: dict[int, float] | None) -> None:
-    for p, v in (lat or {}).items():
-        setattr(g, f"latency_p{p}_ms", v)
-    for p, v in (ttft or {}).items():
-        setattr(g, f"ttft_p{p}_ms", v)
+    lat.sort()
+    ttft.sort()
+    for p in PERCENTILES:
+        setattr(g, f"latency_p{p}_ms", nearest_rank(lat, p))
+    for p in TTFT_PERCENTILES:
+        setattr(g, f"ttft_p{p}_ms", nearest_rank(ttft, p))
 
 
 def report(db: sqlite_utils.Database | sqlite3.Connection, since: str | None = None, by: str = "model") -> Report:
@@ -212,61 +212,135 @@ def report(db: sqlite_utils.Database | sqlite3.Connection, since: str | None = N
     if by not in GROUPS:
         raise ValueError(f"--by must be one of {', '.join(GROUPS)}, not {by!r}")
     conn = _conn(db)
-    gsql = GROUPS[by]
-    where, params = _where(since)
+    source = _source(conn)
     until = iso_utc(dt.datetime.now(dt.UTC).timestamp()) or ""
-
-    rows = conn.execute(f"SELECT {gsql} AS grp, {_AGG} FROM flows {where} GROUP BY grp", params).fetchall()
-    total = _stats("total", conn.execute(f"SELECT {_AGG} FROM flows {where}", params).fetchone()[:-2])
-    first_at, last_at = (rows and min(r[-2] for r in rows)) or None, (rows and max(r[-1] for r in rows)) or None
-    if total.requests == 0:
+    rows, daily_rows = _grouped_rows(conn, by, source, since)
+    total = GroupStats("total")
+    if not rows:
         return Report(by, since, until, None, None, total, [])
 
-    lat = percentiles(conn, gsql, "latency_ms", PERCENTILES, since)
-    ttft = percentiles(conn, gsql, "ttft_ms", TTFT_PERCENTILES, since, "stream = 1")
-    lat_all = percentiles(conn, "'*'", "latency_ms", PERCENTILES, since)
-    ttft_all = percentiles(conn, "'*'", "ttft_ms", TTFT_PERCENTILES, since, "stream = 1")
-    _apply_percentiles(total, lat_all.get("*"), ttft_all.get("*"))
-
-    groups = []
+    # Rows are per (group, day, requested model): fold them into groups, and into the daily series.
+    n = len(_AGG_FIELDS)
+    cost_at = 3 + _AGG_FIELDS.index("cost_usd")
+    acc: dict[Any, tuple[list[Any], list[str], list[str]]] = {}
+    daily: dict[tuple[str, str], float] = {}
+    first_at, last_at = min(r[n + 3] for r in rows), max(r[n + 4] for r in rows)
     for r in rows:
-        g = _stats(NONE_LABEL if r[0] is None else str(r[0]), r[1:-2])
-        _apply_percentiles(g, lat.get(r[0]), ttft.get(r[0]))
-        g.cost_share = g.cost_usd / total.cost_usd if total.cost_usd else 0.0
+        sums, lats, ttfts = acc.setdefault(r[0], ([0] * n, [], []))
+        for i in range(n):
+            sums[i] += r[3 + i]
+        if r[n + 5]:
+            lats.append(r[n + 5])
+        if r[n + 6]:
+            ttfts.append(r[n + 6])
+        if r[1] is not None:
+            key = (r[1], NONE_LABEL if r[2] is None else r[2])
+            daily[key] = daily.get(key, 0.0) + r[cost_at]
+
+    groups: list[GroupStats] = []
+    lat_all, ttft_all = [], []
+    for grp, (sums, lats, ttfts) in acc.items():
+        g = GroupStats(NONE_LABEL if grp is None else str(grp), **dict(zip(_AGG_FIELDS, sums)))
+        lat, ttft = _values(",".join(lats)), _values(",".join(ttfts))
+        lat_all.append(lat)
+        ttft_all.append(ttft)
+        for f, v in zip(_AGG_FIELDS, sums):
+            setattr(total, f, getattr(total, f) + v)
+        _finish(g, lat, ttft)
         groups.append(g)
+    everything = np.concatenate(lat_all)
+    hist = np.histogram(everything, bins=[0, *LATENCY_BUCKETS_MS, np.inf])[0]
+    _finish(total, everything, np.concatenate(ttft_all))
+    for g in groups:
+        g.cost_share = g.cost_usd / total.cost_usd if total.cost_usd else 0.0
     total.cost_share = 1.0 if total.cost_usd else 0.0
     groups.sort(key=lambda g: g.group if by in ("day", "hour") else (-g.cost_usd, -g.requests, g.group))
-
     return Report(
         by, since, until, first_at, last_at, total, groups,
-        daily_cost=daily_cost(conn, since),
-        latency_histogram=latency_histogram(conn, since),
+        daily_cost=daily_rows or [(d, m, c) for (d, m), c in sorted(daily.items())],
+        latency_histogram=list(zip(bucket_labels(), (int(c) for c in hist))),
     )  # fmt: skip
 
 
-def daily_cost(conn: sqlite3.Connection, since: str | None) -> list[tuple[str, str, float]]:
+PARALLEL_MIN_FLOWS = 50_000  # below this one pass on the caller's connection is quicker than two threads
+
+
+def _grouped_rows(
+    conn: sqlite3.Connection, by: str, source: str, since: str | None
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, float]]]:
+    """The aggregate pass (rows of group, day, model, aggregates) and, when it cannot give it, the daily series.
+
+    On a file ledger with many flows the period is cut in two at its median flow and the halves
+    run on two more connections in parallel (SQLite releases the GIL while it works).
+    """
+    where, params = _where(since)
+    path = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
+    count = conn.execute(f"SELECT count(*) FROM {source} {where}", params).fetchone()[0]
+    if count == 0:
+        return [], []
+    separate_daily = by not in ("model", "day", "hour")
+    if not path or count < PARALLEL_MIN_FLOWS:
+        rows = conn.execute(*_pass_sql(by, source, since, None)).fetchall()
+        return rows, daily_cost(conn, since, source) if separate_daily else []
+    mid = conn.execute(
+        f"SELECT started_at FROM {source} {where} ORDER BY started_at LIMIT 1 OFFSET ?", [*params, count // 2]
+    ).fetchone()[0]
+    with ThreadPoolExecutor(3) as pool:
+        halves = [pool.submit(_rows_at, path, *_pass_sql(by, source, lo, hi)) for lo, hi in ((since, mid), (mid, None))]
+        daily = pool.submit(_daily_cost_at, path, since, source) if separate_daily else None
+        return [row for half in halves for row in half.result()], daily.result() if daily else []
+
+
+def _pass_sql(by: str, source: str, lo: str | None, hi: str | None) -> tuple[str, list[Any]]:
+    conds, params = [], []
+    if lo:
+        conds.append("started_at >= ?")
+        params.append(lo)
+    if hi:
+        conds.append("started_at < ?")
+        params.append(hi)
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    # The daily series per model comes out of this pass when the grouping allows it cheaply:
+    # by model, split each model by day; by day/hour, split by model. Other groupings (users,
+    # keys: many groups) would multiply the groups by days × models, so they leave day and model NULL.
+    if by == "model":
+        extra, group_by = "substr(started_at, 1, 10) AS day, requested_model AS m", "grp, day"
+    elif by in ("day", "hour"):
+        extra, group_by = "substr(started_at, 1, 10) AS day, requested_model AS m", "grp, m"
+    else:
+        extra, group_by = "NULL AS day, NULL AS m", "grp"
+    sql = f"SELECT {GROUPS[by]} AS grp, {extra}, {_AGG} FROM {source} {where} GROUP BY {group_by}"
+    return sql, params
+
+
+def _daily_cost_at(path: str, since: str | None, source: str) -> list[tuple[str, str, float]]:
+    conn = sqlite3.connect(path, timeout=30)  # reads only
+    try:
+        return daily_cost(conn, since, source)
+    finally:
+        conn.close()
+
+
+def _rows_at(path: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path, timeout=30)  # reads only
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def daily_cost(conn: sqlite3.Connection, since: str | None, source: str = "flows") -> list[tuple[str, str, float]]:
     """(day, requested model, cost) for every day and model with flows, oldest first."""
     where, params = _where(since)
     sql = f"""SELECT substr(started_at, 1, 10) AS day, coalesce(requested_model, ?) AS m, total(cost_usd)
-              FROM flows {where} GROUP BY day, m ORDER BY day, m"""
+              FROM {source} {where} GROUP BY day, m ORDER BY day, m"""
     return [(d, m, c) for d, m, c in conn.execute(sql, [NONE_LABEL, *params])]
 
 
 def bucket_labels() -> list[str]:
-    edges = [0, *LATENCY_BUCKETS_MS]
+    """`<100ms`, `<250ms`, … `<30s`, `≥30s`: each bucket named by its upper bound."""
     fmt = lambda ms: f"{ms // 1000}s" if ms >= 1000 else f"{ms}ms"  # noqa: E731
-    return [f"{fmt(lo)}–{fmt(hi)}" for lo, hi in zip(edges, edges[1:])] + [f"≥{fmt(edges[-1])}"]
-
-
-def latency_histogram(conn: sqlite3.Connection, since: str | None) -> list[tuple[str, int]]:
-    """Flows per latency bucket (LATENCY_BUCKETS_MS), every bucket present, fastest first."""
-    where, params = _where(since)
-    cond = "latency_ms IS NOT NULL"
-    where = f"{where} AND {cond}" if where else f"WHERE {cond}"
-    case = " ".join(f"WHEN latency_ms < {ms} THEN {i}" for i, ms in enumerate(LATENCY_BUCKETS_MS))
-    sql = f"SELECT CASE {case} ELSE {len(LATENCY_BUCKETS_MS)} END AS b, count(*) FROM flows {where} GROUP BY b"
-    counts = dict(conn.execute(sql, params).fetchall())
-    return [(label, counts.get(i, 0)) for i, label in enumerate(bucket_labels())]
+    return [f"<{fmt(ms)}" for ms in LATENCY_BUCKETS_MS] + [f"≥{fmt(LATENCY_BUCKETS_MS[-1])}"]
 
 
 def daily_totals(r: Report) -> list[tuple[str, float]]:
@@ -279,3 +353,70 @@ def daily_totals(r: Report) -> list[tuple[str, float]]:
     start, end = dt.date.fromisoformat(min(per_day)), dt.date.fromisoformat(max(per_day))
     days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     return [(d, per_day.get(d, 0.0)) for d in days]
+
+
+# -- formatting shared by the terminal and HTML renderers ------------------------------------
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def fmt_usd(v: float | None) -> str:
+    if v is None:
+        return "–"
+    if v != 0 and abs(v) < 0.01:
+        return f"${v:.4f}"
+    return f"${v:,.2f}"
+
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v / 1000:.2f}s" if v >= 1000 else f"{v:.0f}ms"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "–" if v is None else f"{v * 100:.1f}%"
+
+
+def fmt_int(v: int | None) -> str:
+    return "–" if v is None else f"{v:,}"
+
+
+def sparkline(values: list[float]) -> str:
+    """`▁▃█▅` — one character per value, scaled to the largest (all-zero gives the lowest bar)."""
+    top = max(values, default=0)
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values)
+
+
+def bar(fraction: float, width: int = 10) -> str:
+    """A text bar of `width` cells in eighths: `████▌     `."""
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")).ljust(width)
+
+
+def period_text(r: Report) -> str:
+    start = r.since[:16].replace("T", " ") if r.since else "the first flow"
+    return f"{start} → {r.until[:16].replace('T', ' ')} UTC"
+
+
+def headline(r: Report) -> str:
+    t = r.total
+    parts = [
+        f"{t.requests:,} calls",
+        f"{fmt_usd(t.cost_usd)}",
+        f"{t.prompt_tokens:,}+{t.completion_tokens:,} tok",
+        f"{t.errors:,} errors ({fmt_pct(t.error_rate)})",
+        f"p50 {fmt_ms(t.latency_p50_ms)} · p95 {fmt_ms(t.latency_p95_ms)}",
+    ]
+    if t.cache_hits:
+        parts.append(f"cache saved {fmt_usd(t.cache_saved_usd)}")
+    if t.routed:
+        parts.append(f"routing saved {fmt_usd(t.routed_saving_usd)}")
+    if t.projected_saving_usd:
+        parts.append(f"routing would save {fmt_usd(t.projected_saving_usd)}")
+    if t.blocked:
+        parts.append(f"{t.blocked:,} blocked")
+    return " · ".join(parts)

@@ -123,9 +123,15 @@ class LedgerWriter:
             deadline = time.monotonic() + self.max_delay
             while len(batch) < self.batch_size:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    # Let the batch gather: blocking in get() would wake this thread (and take the GIL
+                    # from the event loop) once for every row submitted.
+                    time.sleep(left)
+                    continue
                 if item is _STOP:
                     stopping = True
                     break

@@ -1,0 +1,104 @@
+"""`turnout budgets`: each budget's spent, reserved, limit, window reset and state, from the ledger.
+
+Spend is rebuilt from the ledger exactly as the proxy rebuilds it on start. Reservations live
+only inside a running proxy: this command shows them as 0 (the in-flight requests are not yet
+in the ledger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from turnout.ledger.budgets import BudgetBook, BudgetStatus, parse_budgets
+from turnout.ledger.store import iso_utc, open_ledger
+
+from . import config
+
+
+def budget_statuses(db_path: str, config_path: str | None, now: float | None = None) -> list[BudgetStatus]:
+    """Raises ValueError for a bad config; a missing ledger is an empty one."""
+    specs = parse_budgets(config.load_config(config_path).get("budgets"))
+    book = BudgetBook(specs)
+    if specs and Path(db_path).expanduser().exists():
+        db = open_ledger(Path(db_path).expanduser())
+        try:
+            book.rebuild_from_ledger(db, now)
+        finally:
+            db.conn.close()
+    return book.statuses(now)
+
+
+def _amounts(s: BudgetStatus) -> tuple[str, str, str]:
+    """(spent, limit, reserved) cells: one line per limited unit."""
+    spent, limit, reserved = [], [], []
+    if s.limit_usd is not None:
+        spent.append(f"${s.spent_usd:,.4f}")
+        limit.append(f"${s.limit_usd:,.2f}")
+        reserved.append(f"${s.reserved_usd:,.4f}")
+    if s.limit_tokens is not None:
+        spent.append(f"{s.spent_tokens:,} tok")
+        limit.append(f"{s.limit_tokens:,} tok")
+        reserved.append(f"{s.reserved_tokens:,} tok")
+    if s.limit_requests is not None:
+        spent.append(f"{s.spent_requests:,} req")
+        limit.append(f"{s.limit_requests:,} req")
+        reserved.append(f"{s.reserved_requests:,} req")
+    if not spent:  # throttle-only budget
+        spent.append(f"{s.spent_requests:,} req")
+        limit.append("—")
+        reserved.append(f"{s.reserved_requests:,} req")
+    return "\n".join(spent), "\n".join(limit), "\n".join(reserved)
+
+
+def cmd_budgets(args: argparse.Namespace) -> int:
+    try:
+        statuses = budget_statuses(args.db, args.config)
+    except ValueError as e:
+        sys.stderr.write(f"turnout budgets: {e}\n")
+        return 2
+    if args.format == "json":
+        sys.stdout.write(json.dumps([s.as_dict() for s in statuses], indent=2) + "\n")
+        return 0
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not statuses:
+        console.print("No budgets configured (add [[budgets]] tables to the config file given with --config).")
+        return 0
+    colour = {"ok": "green", "alert": "yellow", "throttled": "dark_orange", "blocked": "red"}
+    table = Table(title="turnout budgets", caption=f"{args.db} · {iso_utc(time.time())}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("budget", overflow="fold", min_width=10)
+    table.add_column("window")
+    for col in ("spent", "limit", "reserved"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("resets (UTC)", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for s in statuses:
+        spent, limit, reserved = _amounts(s)
+        used = f"{s.utilisation:.0%}" if s.utilisation < 100 else "∞"
+        table.add_row(
+            s.name if s.scope == "global" else f"{s.name}\n[dim]{s.scope}={s.scope_value}[/]",
+            s.window,
+            spent,
+            limit,
+            reserved,
+            (iso_utc(s.resets_at) or "—").replace("T", "\n")[:16],
+            f"[{colour.get(s.state, 'white')}]{s.state}[/]\n[dim]{used}[/]",
+        )
+    console.print(table)
+    console.print("[dim]reserved: held by in-flight requests of a running proxy; always 0 here (read from the ledger).[/]")
+    return 0
+
+
+def register(subparsers) -> None:
+    sp = subparsers.add_parser("budgets", help="show each budget: spent, reserved, limit, window reset, state")
+    sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
+    sp.add_argument("--config", help="turnout's TOML config file (its [[budgets]] tables)")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp.set_defaults(func=cmd_budgets)

@@ -1,0 +1,316 @@
+"""mitmweb / mitmproxy content views for LLM traffic (the mitmproxy 12 `Contentview` API).
+
+- "LLM Conversation": a chat-completions / responses / completions request as a readable
+  conversation (model and parameters, tool definitions, each message with its role, tool
+  calls and tool results), and a non-streamed answer the same way.
+- "LLM Stream": a `text/event-stream` answer as the assembled answer (the same assembler
+  the ledger uses) followed by its events, one line each.
+
+Both rank above the JSON view only for LLM paths; everywhere else they step aside. The
+`ContentViews` addon registers them when turnout's addons load.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mitmproxy import contentviews, http
+from mitmproxy.contentviews import Contentview, Metadata
+
+from turnout.ledger.providers import openai as openai_provider
+from turnout.ledger.sse import SSEParser
+
+LLM_PATHS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions"}
+PRIORITY = 2.0  # the JSON view answers 1 for application/json
+EVENT_PREVIEW = 200  # characters of each event's data in the event list
+
+
+def llm_endpoint(flow: Any) -> str | None:
+    """chat | responses | completions when the flow's path is an LLM endpoint (also behind a base-URL prefix)."""
+    request = getattr(flow, "request", None)
+    if not isinstance(request, http.Request):
+        return None
+    path = request.path.split("?", 1)[0].rstrip("/")
+    for suffix, endpoint in LLM_PATHS.items():
+        if path == suffix or path.endswith(suffix):
+            return endpoint
+    return None
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _content_text(content: Any) -> str:
+    """A message's content (string, or a list of typed parts) as text; non-text parts as [kind] placeholders."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict):
+                kind = part.get("type", "?")
+                if isinstance(part.get("text"), str):
+                    out.append(part["text"])
+                elif kind in ("image_url", "input_image"):
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    out.append(f"[image: {_clip(str(url or part.get('file_id') or ''), 60)}]")
+                elif isinstance(part.get("refusal"), str):
+                    out.append(f"[refusal] {part['refusal']}")
+                else:
+                    out.append(f"[{kind}]")
+        return "\n".join(out)
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _tool_signature(tool: Any) -> str:
+    if not isinstance(tool, dict):
+        return str(tool)
+    fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool  # chat nests, responses is flat
+    name = fn.get("name") or tool.get("type", "?")
+    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    required = set(params.get("required") or ())
+    args = ", ".join(
+        f"{k}{'' if k in required else '?'}: {v.get('type', 'any') if isinstance(v, dict) else 'any'}" for k, v in props.items()
+    )
+    desc = fn.get("description")
+    return f"{name}({args})" + (f" — {_clip(str(desc), 120)}" if desc else "")
+
+
+def _tool_call(tc: Any) -> str:
+    if not isinstance(tc, dict):
+        return f"→ tool call {tc}"
+    fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
+    call_id = tc.get("id") or tc.get("call_id")
+    return f"→ tool call {fn.get('name')}({fn.get('arguments') or ''})" + (f"  [{call_id}]" if call_id else "")
+
+
+def _section(role: str, extra: str = "") -> str:
+    return f"── {role}{' ' + extra if extra else ''} ──"
+
+
+_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "seed",
+           "reasoning_effort", "response_format", "tool_choice", "user", "store", "previous_response_id")  # fmt: skip
+
+
+def render_request(endpoint: str, body: dict[str, Any]) -> str:
+    lines = []
+    head = [f"model: {body.get('model')}"]
+    if body.get("stream"):
+        head.append("stream")
+    for key in _PARAMS:
+        if key in body and body[key] is not None:
+            value = body[key]
+            head.append(f"{key}={json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}")
+    lines.append(" · ".join(head))
+    tools = body.get("tools") or []
+    if tools:
+        lines.append(f"tools ({len(tools)}):")
+        lines += [f"  {_tool_signature(t)}" for t in tools]
+    lines.append("")
+    if endpoint == "completions":
+        lines += [_section("prompt"), _content_text(body.get("prompt")) if not isinstance(body.get("prompt"), list)
+                  else "\n".join(map(str, body["prompt"]))]  # fmt: skip
+        return "\n".join(lines)
+    if endpoint == "responses":
+        if body.get("instructions"):
+            lines += [_section("instructions"), str(body["instructions"]), ""]
+        items = body.get("input")
+        items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
+    else:
+        items = body.get("messages") or []
+    for item in items:
+        if not isinstance(item, dict):
+            lines += [_section("?"), str(item), ""]
+            continue
+        kind = item.get("type")
+        if kind == "function_call":
+            lines += [_section("assistant"), _tool_call(item), ""]
+        elif kind == "function_call_output":
+            lines += [_section("tool result", f"[{item.get('call_id')}]"), _content_text(item.get("output")), ""]
+        elif item.get("role") == "tool":
+            lines += [_section("tool result", f"[{item.get('tool_call_id')}]"), _content_text(item.get("content")), ""]
+        else:
+            role = str(item.get("role") or kind or "?")
+            lines.append(_section(role, f"({item['name']})" if item.get("name") else ""))
+            text = _content_text(item.get("content"))
+            if text:
+                lines.append(text)
+            lines += [_tool_call(tc) for tc in item.get("tool_calls") or ()]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_answer(body: Any) -> str:
+    """A chat.completion / text_completion / response object as the answer people read."""
+    if not isinstance(body, dict):
+        return json.dumps(body, ensure_ascii=False, indent=2)
+    lines = []
+    if isinstance(body.get("error"), dict):
+        err = body["error"]
+        lines.append(f"error: {err.get('message')} ({err.get('type') or err.get('code')})")
+    if body.get("model"):
+        lines.append(f"model: {body['model']}")
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        tag = f"choice {choice.get('index', 0)}" if len(body.get("choices") or ()) > 1 else ""
+        lines.append(_section(str(msg.get("role") or "assistant"), tag))
+        text = choice.get("text") if isinstance(choice.get("text"), str) else _content_text(msg.get("content"))
+        if text:
+            lines.append(text)
+        if msg.get("refusal"):
+            lines.append(f"[refusal] {msg['refusal']}")
+        lines += [_tool_call(tc) for tc in msg.get("tool_calls") or ()]
+        if choice.get("finish_reason"):
+            lines.append(f"(finish: {choice['finish_reason']})")
+    for item in body.get("output") or ():  # responses API
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            lines += [_section(str(item.get("role") or "assistant")), _content_text(item.get("content"))]
+        elif item.get("type") == "function_call":
+            lines += [_section("assistant"), _tool_call(item)]
+        elif item.get("type") == "reasoning":
+            summary = " ".join(_content_text([s]) for s in item.get("summary") or ())
+            lines += [_section("reasoning"), summary or "(hidden)"]
+        else:
+            lines += [_section(str(item.get("type"))), _clip(json.dumps(item, ensure_ascii=False), 400)]
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        lines += ["", f"usage: {prompt} prompt + {completion} completion tokens"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def event_summary(event: str | None, data: str) -> str:
+    """One SSE event on one line: what changed (delta text, tool-call pieces, finish, usage), not the boilerplate."""
+    head = f"{event} " if event else ""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return head + _clip(data, EVENT_PREVIEW)
+    if not isinstance(chunk, dict):
+        return head + _clip(data, EVENT_PREVIEW)
+    parts: list[str] = []
+    if "choices" in chunk:  # chat.completion.chunk / text_completion
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            tag = f"[{choice.get('index', 0)}] " if choice.get("index") else ""
+            if delta.get("role"):
+                parts.append(f"{tag}role={delta['role']}")
+            for key in ("content", "refusal"):
+                if delta.get(key):
+                    parts.append(f"{tag}{key}={json.dumps(delta[key], ensure_ascii=False)}")
+            if isinstance(choice.get("text"), str) and choice["text"]:
+                parts.append(f"{tag}text={json.dumps(choice['text'], ensure_ascii=False)}")
+            for tc in delta.get("tool_calls") or ():
+                if not isinstance(tc, dict):
+                    continue
+                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                bits = [f"tool_call[{tc.get('index', 0)}]"]
+                if fn.get("name"):
+                    bits.append(f"name={fn['name']}")
+                if fn.get("arguments"):
+                    bits.append(f"args+={json.dumps(fn['arguments'], ensure_ascii=False)}")
+                parts.append(tag + " ".join(bits))
+            if choice.get("finish_reason"):
+                parts.append(f"{tag}finish={choice['finish_reason']}")
+        if isinstance(chunk.get("usage"), dict):
+            u = chunk["usage"]
+            parts.append(f"usage {u.get('prompt_tokens')}+{u.get('completion_tokens')} tok")
+        if "error" in chunk:
+            parts.append(f"error {json.dumps(chunk['error'], ensure_ascii=False)}")
+        return head + (" · ".join(parts) if parts else "(empty chunk)")
+    kind = chunk.get("type")
+    if isinstance(kind, str):  # responses API events
+        if isinstance(chunk.get("delta"), str):
+            return f"{kind} {json.dumps(chunk['delta'], ensure_ascii=False)}"
+        response = chunk.get("response") if isinstance(chunk.get("response"), dict) else None
+        if response is not None:
+            return f"{kind} status={response.get('status')}"
+        return f"{kind} {_clip(data, EVENT_PREVIEW - len(kind))}"
+    return head + _clip(data, EVENT_PREVIEW)
+
+
+class LLMConversationContentview(Contentview):
+    """Requests (and non-streamed answers) on LLM paths as a conversation."""
+
+    @property
+    def name(self) -> str:
+        return "LLM Conversation"
+
+    def prettify(self, data: bytes, metadata: Metadata) -> str:
+        body = json.loads(data)
+        endpoint = llm_endpoint(metadata.flow) or "chat"
+        if isinstance(metadata.http_message, http.Response):
+            return render_answer(body)
+        if not isinstance(body, dict):
+            raise ValueError("not an LLM request body")
+        return render_request(endpoint, body)
+
+    def render_priority(self, data: bytes, metadata: Metadata) -> float:
+        if not data or llm_endpoint(metadata.flow) is None:
+            return -1
+        ctype = metadata.content_type or ""
+        if ctype == "text/event-stream":
+            return -1
+        if ctype.endswith("json") or data[:1] in (b"{", b"["):
+            return PRIORITY
+        return -1
+
+
+class LLMStreamContentview(Contentview):
+    """A server-sent-events answer: the assembled answer, then every event on one line."""
+
+    @property
+    def name(self) -> str:
+        return "LLM Stream"
+
+    def prettify(self, data: bytes, metadata: Metadata) -> str:
+        endpoint = llm_endpoint(metadata.flow) or "chat"
+        parser = SSEParser()
+        events = parser.feed(data) + parser.close()
+        assembler = openai_provider.stream_assembler(endpoint)
+        for ev in events:
+            assembler.feed(ev)
+        result = assembler.result()
+        lines = ["assembled answer:"]
+        lines.append(render_answer(result).rstrip() if result is not None else "(nothing assembled)")
+        if assembler.error:
+            lines.append(f"stream error: {assembler.error}")
+        if not getattr(assembler, "done", True):
+            lines.append("(the stream did not finish)")
+        lines += ["", f"── {len(events)} events ──"]
+        for i, ev in enumerate(events):
+            lines.append(f"{i:>4} {event_summary(ev.event, ev.data)}")
+        return "\n".join(lines) + "\n"
+
+    def render_priority(self, data: bytes, metadata: Metadata) -> float:
+        if not data or llm_endpoint(metadata.flow) is None:
+            return -1
+        return PRIORITY if (metadata.content_type or "") == "text/event-stream" else -1
+
+
+conversation_view = LLMConversationContentview()
+stream_view = LLMStreamContentview()
+
+
+class ContentViews:
+    """Registers turnout's content views with mitmproxy (mitmweb, mitmproxy console, flow dumps)."""
+
+    def load(self, loader) -> None:
+        for view in (conversation_view, stream_view):
+            if contentviews.registry.get(view.name.lower()) is not view:
+                contentviews.add(view)

@@ -1,0 +1,133 @@
+"""Metrics: an optional Prometheus text endpoint (`turnout proxy --metrics-port P`).
+
+Counters and histograms per requested model, provider and feature, updated from each finished
+ledger row (Record calls `llm.on_record` callbacks with it), so the numbers are the ledger's own.
+The endpoint is prometheus-client's WSGI server on 127.0.0.1, on its own thread and registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from . import state
+
+log = logging.getLogger(__name__)
+
+LABELS = ("model", "provider", "feature")
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+
+class _Children:
+    """The labelled children of every metric for one (model, provider, feature): one dict lookup per flow."""
+
+    __slots__ = ("requests", "errors", "prompt", "cached", "completion", "cost", "hits", "saved", "latency", "ttft")
+
+    def __init__(self, m: "MetricSet", labels: tuple[str, str, str]) -> None:
+        self.requests = m.requests.labels(*labels)
+        self.errors = m.errors.labels(*labels)
+        self.prompt = m.tokens.labels(*labels, "prompt")
+        self.cached = m.tokens.labels(*labels, "cached_prompt")
+        self.completion = m.tokens.labels(*labels, "completion")
+        self.cost = m.cost.labels(*labels)
+        self.hits = m.cache_hits.labels(*labels)
+        self.saved = m.cache_saved.labels(*labels)
+        self.latency = m.latency.labels(*labels)
+        self.ttft = m.ttft.labels(*labels)
+
+
+class MetricSet:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("turnout_requests", "LLM calls recorded", LABELS, registry=r)
+        self.errors = Counter("turnout_errors", "LLM calls that ended in an error", LABELS, registry=r)
+        self.tokens = Counter("turnout_tokens", "Tokens by kind", (*LABELS, "kind"), registry=r)
+        self.cost = Counter("turnout_cost_usd", "Cost in USD (priced calls only)", LABELS, registry=r)
+        self.cache_hits = Counter("turnout_cache_hits", "Calls answered from turnout's cache", LABELS, registry=r)
+        self.cache_saved = Counter("turnout_cache_saved_usd", "USD saved by cache hits", LABELS, registry=r)
+        self.latency = Histogram(
+            "turnout_latency_seconds", "Call latency, request to last byte", LABELS, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "turnout_ttft_seconds", "Time to first streamed byte", LABELS, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self._children: dict[tuple[str, str, str], _Children] = {}
+
+    def observe(self, row: dict[str, Any]) -> None:
+        labels = (row.get("requested_model") or "", row.get("provider") or "", row.get("feature") or "")
+        c = self._children.get(labels)
+        if c is None:
+            c = self._children[labels] = _Children(self, labels)
+        c.requests.inc()
+        if row.get("error"):
+            c.errors.inc()
+        if row.get("prompt_tokens"):
+            c.prompt.inc(row["prompt_tokens"])
+        if row.get("cached_prompt_tokens"):
+            c.cached.inc(row["cached_prompt_tokens"])
+        if row.get("completion_tokens"):
+            c.completion.inc(row["completion_tokens"])
+        if row.get("cost_usd"):
+            c.cost.inc(row["cost_usd"])
+        if row.get("cache") == "hit":
+            c.hits.inc()
+            if row.get("saved_usd"):
+                c.saved.inc(row["saved_usd"])
+        if row.get("latency_ms") is not None:
+            c.latency.observe(row["latency_ms"] / 1000)
+        if row.get("ttft_ms") is not None:
+            c.ttft.observe(row["ttft_ms"] / 1000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.metrics: MetricSet | None = None
+        self.server: Any = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "turnout_metrics_port",
+            int,
+            0,
+            "Serve Prometheus metrics (requests, tokens, cost, cache, latency per model/provider/feature) "
+            "at http://127.0.0.1:PORT/metrics; 0 turns the endpoint off.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "turnout_metrics_port" not in updated:
+            return
+        port = ctx.options.turnout_metrics_port
+        if port < 0 or port > 65535:
+            raise exceptions.OptionsError(f"turnout_metrics_port: not a port: {port}")
+        self._stop()
+        if port == 0:
+            return
+        from prometheus_client import start_http_server
+
+        self.metrics = self.metrics or MetricSet()
+        try:
+            self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
+        except OSError as e:
+            raise exceptions.OptionsError(f"turnout_metrics_port: cannot listen on 127.0.0.1:{port}: {e}") from None
+        print(f"turnout: metrics on http://127.0.0.1:{port}/metrics", flush=True)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if self.server is None or self.metrics is None:
+            return
+        llm = state.get(flow)
+        if llm is not None:
+            llm.on_record.append(self.metrics.observe)
+
+    def _stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def done(self) -> None:
+        self._stop()

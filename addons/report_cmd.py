@@ -1,0 +1,156 @@
+"""`turnout report`: spend, errors, latency and savings per model / provider / feature / … over a period.
+
+The numbers come from `turnout.ledger.report` (SQL over the ledger); this module only renders
+them: Rich tables for people (readable without colour: bars and sparklines are characters, not
+colours), JSON or CSV for scripts, and `--html FILE` for a CI artifact or a weekly e-mail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from turnout.ledger import report as rpt
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sp = subparsers.add_parser("report", help="spend, errors, latency and savings per model/feature/… from the ledger")
+    sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
+    sp.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w, a date like 2026-11-01, or 'all' (default 7d)")
+    sp.add_argument("--by", choices=list(rpt.GROUPS), default="model", help="group rows by (default model)")
+    sp.add_argument("--format", choices=("table", "json", "csv"), default="table", help="stdout format (default table)")
+    sp.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report to FILE")
+    sp.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        since = rpt.parse_since(args.since)
+    except ValueError as e:
+        sys.stderr.write(f"turnout report: {e}\n")
+        return 2
+    path = Path(args.db).expanduser()
+    if not path.exists():
+        sys.stderr.write(
+            f"turnout report: no ledger at {path} — nothing has been recorded there yet.\n"
+            f"Start the proxy with `turnout proxy --db {args.db}` (or pass --db to the ledger you have).\n"
+        )
+        return 1
+    from turnout.ledger.store import open_ledger
+
+    db = open_ledger(path)
+    try:
+        r = rpt.report(db, since, args.by)
+    finally:
+        db.conn.close()
+    if args.html:
+        from turnout.ledger.report_html import render_html
+
+        Path(args.html).write_text(render_html(r, ledger=str(path)), encoding="utf-8")
+    if args.format == "json":
+        sys.stdout.write(json.dumps(r.to_dict(), indent=2) + "\n")
+    elif args.format == "csv":
+        sys.stdout.write(r.to_csv())
+    else:
+        print_table(r, ledger=str(path))
+    if args.html:
+        sys.stderr.write(f"turnout report: wrote {args.html}\n")
+    return 0
+
+
+def _console():
+    from rich.console import Console
+
+    kw: dict = {"highlight": False}
+    if not sys.stdout.isatty():  # a CI log: wide enough for the tables, no colour codes
+        kw.update(width=int(os.environ.get("COLUMNS") or 160), color_system=None)
+    return Console(**kw)
+
+
+def print_table(r: rpt.Report, *, ledger: str) -> None:
+    from rich import box
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]turnout report[/] · by {r.by} · {rpt.period_text(r)} · {ledger}")
+    if r.empty:
+        console.print("No LLM calls recorded in this period." + (" Try --since all." if r.since else ""))
+        return
+    console.print(rpt.headline(r))
+
+    spend = Table(title="Spend", title_justify="left", box=box.SIMPLE_HEAD, show_footer=True)
+    spend.add_column(r.by, footer="total")
+    for name, footer in [
+        ("calls", rpt.fmt_int(r.total.requests)),
+        ("errors", f"{rpt.fmt_int(r.total.errors)} {rpt.fmt_pct(r.total.error_rate)}"),
+        ("prompt tok", rpt.fmt_int(r.total.prompt_tokens)),
+        ("cached tok", rpt.fmt_int(r.total.cached_prompt_tokens)),
+        ("completion tok", rpt.fmt_int(r.total.completion_tokens)),
+        ("cost", rpt.fmt_usd(r.total.cost_usd)),
+    ]:
+        spend.add_column(name, footer=footer, justify="right")
+    spend.add_column("share of cost", footer="")
+    for g in r.groups:
+        spend.add_row(
+            g.group,
+            rpt.fmt_int(g.requests),
+            f"{rpt.fmt_int(g.errors)} {rpt.fmt_pct(g.error_rate)}",
+            rpt.fmt_int(g.prompt_tokens),
+            rpt.fmt_int(g.cached_prompt_tokens),
+            rpt.fmt_int(g.completion_tokens),
+            rpt.fmt_usd(g.cost_usd) + ("*" if g.unpriced else ""),
+            f"{rpt.bar(g.cost_share)} {g.cost_share * 100:5.1f}%",
+        )
+    console.print(spend)
+    if r.total.unpriced:
+        console.print(f"* {r.total.unpriced:,} call(s) used a model with no known price: not in the cost.")
+
+    latency = Table(title="Latency", title_justify="left", box=box.SIMPLE_HEAD)
+    latency.add_column(r.by)
+    for name in ("p50", "p95", "p99", "streams", "ttft p50", "ttft p95"):
+        latency.add_column(name, justify="right")
+    for g in [*r.groups, r.total]:
+        latency.add_row(
+            g.group,
+            rpt.fmt_ms(g.latency_p50_ms),
+            rpt.fmt_ms(g.latency_p95_ms),
+            rpt.fmt_ms(g.latency_p99_ms),
+            rpt.fmt_int(g.streams),
+            rpt.fmt_ms(g.ttft_p50_ms),
+            rpt.fmt_ms(g.ttft_p95_ms),
+            end_section=g is r.groups[-1],
+        )
+    console.print(latency)
+
+    savings = Table(title="Cache and routing", title_justify="left", box=box.SIMPLE_HEAD)
+    savings.add_column(r.by)
+    for name in ("cache hits", "hit rate", "cache saved", "routed", "routing saved", "would save (observe)", "blocked"):
+        savings.add_column(name, justify="right")
+    for g in [*r.groups, r.total]:
+        savings.add_row(
+            g.group,
+            rpt.fmt_int(g.cache_hits),
+            rpt.fmt_pct(g.cache_hit_rate),
+            rpt.fmt_usd(g.cache_saved_usd),
+            rpt.fmt_int(g.routed),
+            rpt.fmt_usd(g.routed_saving_usd),
+            rpt.fmt_usd(g.projected_saving_usd),
+            rpt.fmt_int(g.blocked),
+            end_section=g is r.groups[-1],
+        )
+    console.print(savings)
+
+    days = rpt.daily_totals(r)
+    if days:
+        values = [c for _, c in days]
+        console.print(
+            f"[bold]Daily cost[/] {days[0][0]} {rpt.sparkline(values)} {days[-1][0]}  "
+            f"(min {rpt.fmt_usd(min(values))} · max {rpt.fmt_usd(max(values))} · "
+            f"mean {rpt.fmt_usd(sum(values) / len(values))}/day)"
+        )
+        top = max(values) or 1.0
+        for day, cost in days[-14:]:
+            console.print(f"  {day} {rpt.bar(cost / top, 30)} {rpt.fmt_usd(cost)}")
