@@ -76,6 +76,9 @@ class Intercept:
 
     def running(self) -> None:
         server = ctx.master.addons.get("proxyserver")
+        from turnout.router.tokens import encoding_name
+
+        log.info("turnout: intercepting %s; token estimates use %s", ", ".join(self.hosts), encoding_name())
         for host, port, *_ in server.listen_addrs() if server else ():
             print(f"turnout: listening on {host}:{port}", flush=True)
 

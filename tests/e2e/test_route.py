@@ -97,3 +97,21 @@ def test_savings_report(proxy):
     assert {g["would_route_to"] for g in data["groups"]} == {"gpt-4o-mini"}
     table = subprocess.run(turnout_cmd("savings", "--db", str(proxy.db)), capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "160"})
     assert "gpt-4o → gpt-4o-mini" in table.stdout and "total" in table.stdout
+
+
+def test_train_then_classify_with_the_new_model(tmp_path):
+    data = ROOT / "router" / "data" / "routellm_train.jsonl"
+    lines = [line for line in data.read_text().split("\n") if line.strip()]
+    small = tmp_path / "small.jsonl"
+    small.write_text("\n".join(lines[:300] + lines[-150:]) + "\n")
+    model = tmp_path / "model.json"
+    out = subprocess.run(turnout_cmd("train", "--data", str(small), "--out", str(model)), capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "120"})
+    assert out.returncode == 0, out.stderr
+    assert "APGR" in out.stdout and "overall" in out.stdout
+    artifact = json.loads(model.read_text())  # plain JSON, loadable without executing anything
+    assert artifact["version"]
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(f'[router]\nmodel_path = "{model}"\nthreshold = 0.5\n')
+    res = subprocess.run(turnout_cmd("classify", "--config", str(cfg)), input=lines[0] + "\n", capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["score"] is not None
