@@ -2,7 +2,7 @@
 
 Each one answers 429 in the provider's error shape (or, for the cap, rewrites the body) and
 says so in the ledger (`blocked_by` = loop | spike, `clamped`) and in mitmweb (a marked flow).
-The logic is pure (`turnout.ledger.budgets`: LoopDetector, SpikeLimiter, clamp_output).
+The logic is pure (`turnout.ledger.breakers`: LoopDetector, SpikeLimiter, clamp_output).
 """
 
 from __future__ import annotations
@@ -12,15 +12,8 @@ import time
 
 from mitmproxy import ctx, exceptions, http
 
-from turnout.ledger.budgets import (
-    BreakerConfig,
-    LoopDetector,
-    SpikeLimiter,
-    clamp_output,
-    max_output,
-    parse_breakers,
-    request_fingerprint,
-)
+from turnout.ledger.breakers import BreakerConfig, LoopDetector, SpikeLimiter, clamp_output, parse_breakers, request_fingerprint
+from turnout.ledger.budgets import max_output
 
 from . import config, state
 from .budget import flow_prompt_tokens, refuse, scope_props

@@ -22,11 +22,11 @@ from turnout.ledger.budgets import (
     BudgetReservation,
     BudgetStatus,
     max_output,
-    parse_breakers,
     parse_budgets,
     prompt_tokens,
     worst_case,
 )
+from turnout.ledger.breakers import parse_breakers
 from turnout.ledger.store import iso_utc, open_ledger
 
 from . import config, state

@@ -206,7 +206,7 @@ class Cache:
         if entry is None and conn is not None:
             entry = read_entry(conn, key)
             if entry is not None and conn is self.conn:
-                self.hot.put(key, entry)
+                self.hot.put(key, _hot(entry))
         if entry is None:
             self.index.remove(key)
             return False
@@ -308,13 +308,18 @@ class Cache:
                 "size": len(text),
         }
         record.writer.submit("cache_entries", entry)
-        self.hot.put(key, entry)
+        self.hot.put(key, _hot(entry))
         self._delete(self.index.add(key, len(text), now))
 
     def done(self) -> None:
         for conn in (self.conn, self.replay_conn):
             if conn is not None:
                 conn.close()
+
+
+def _hot(entry: dict[str, Any]) -> dict[str, Any]:
+    """What serving a hit reads: the hot set is capped by answer bytes, so it must not also hold the prompt."""
+    return {k: entry[k] for k in ("response_body", "created_at", "cost_usd")}
 
 
 def _short(value: Any) -> str:

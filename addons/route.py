@@ -66,8 +66,10 @@ class Route:
             if loop is not None:
                 # Observing changes nothing that goes upstream, so classify while the provider works, not before
                 # the request leaves; Record runs it first if the answer comes back sooner (a cache hit).
+                # Two hops: mitmproxy sends the request one loop step after this hook returns (the hook runs
+                # under its server-event lock), and one call_soon would still run before that send.
                 llm.pending.append(lambda: self._decide(flow, llm))
-                loop.call_soon(state.run_pending, llm)
+                loop.call_soon(loop.call_soon, state.run_pending, llm)
                 return
         self._decide(flow, llm)
 

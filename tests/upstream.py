@@ -72,6 +72,9 @@ def _wants_tool(body: dict[str, Any]) -> bool:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Real upstreams (uvicorn, nginx, the providers' edges) set TCP_NODELAY; without it Nagle holds
+    # the first SSE event behind the headers until the reader ACKs them (tens of milliseconds).
+    disable_nagle_algorithm = True
     server: "UpstreamServer"
 
     def log_message(self, *args: Any) -> None:  # quiet

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, turnout_cmd
 

@@ -8,19 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turnout.ledger.budgets import (
-    BudgetBook,
+from turnout.ledger.breakers import (
     LoopDetector,
     SpikeLimiter,
     SpikeSpec,
     TokenBucket,
     clamp_output,
-    max_output,
     parse_breakers,
+    request_fingerprint,
+)
+from turnout.ledger.budgets import (
+    BudgetBook,
+    max_output,
     parse_budgets,
     parse_duration,
     prompt_tokens,
-    request_fingerprint,
     window_end,
     window_start,
     worst_case,
