@@ -368,3 +368,19 @@ def test_upstream_timeout_is_recorded(proxy):
     (row,) = proxy.wait_rows(1, timeout=15)
     assert row["error"] and row["status_code"] is None
     assert chat(proxy.client(), "still alive").choices[0].message.content == "echo from gpt-4o: still alive"
+
+
+def test_streams_back_to_back_on_one_keep_alive_connection(proxy):
+    """The usage chunk turnout strips must not end the body early (it would corrupt the next response)."""
+
+    async def go():
+        client = proxy.async_client(max_retries=0)
+        texts = []
+        for i in range(4):
+            stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"keep {i}"}], stream=True)
+            texts.append("".join([c.choices[0].delta.content or "" async for c in stream if c.choices]))
+        await client.close()
+        return texts
+
+    assert asyncio.run(go()) == [f"echo from gpt-4o: keep {i}" for i in range(4)]
+    assert [r["error"] for r in proxy.wait_rows(4)] == [None] * 4
