@@ -168,6 +168,7 @@ class Record:
         llm = state.get(flow)
         if llm is None or llm.recorded or flow.response is None:
             return
+        state.run_pending(llm)  # deferred decisions add response headers too
         flow.response.headers.update(llm.response_headers)
         self._record(flow, llm, error=None)
 
