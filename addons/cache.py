@@ -33,7 +33,7 @@ from . import state
 
 log = logging.getLogger(__name__)
 
-CACHEABLE = ("chat", "responses", "embeddings", "completions")
+CACHEABLE = ("chat", "responses", "embeddings", "completions", "messages")
 SCOPES = ("key", "shared", "team")
 
 

@@ -30,7 +30,9 @@ def parse_hosts(values: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
         host, _, provider = value.partition("=")
-        host, provider = host.strip().lower(), (provider.strip() or "openai")
+        host = host.strip().lower()
+        # a known provider host needs no `=provider`; anything else speaks OpenAI's API unless told
+        provider = provider.strip() or providers.provider_for_host(host) or "openai"
         if not host or "/" in host or ":" in host:
             raise ValueError(f"not a host name: {value!r}")
         if provider not in providers.PROVIDERS:
@@ -50,8 +52,8 @@ class Intercept:
             "turnout_hosts",
             Sequence[str],
             ["api.openai.com"],
-            "Provider hosts turnout intercepts (TLS), as `host` or `host=provider`. "
-            "Every other host is tunnelled untouched.",
+            "Provider hosts turnout intercepts (TLS), as `host` or `host=provider` (openai, anthropic; "
+            "api.anthropic.com is known). Every other host is tunnelled untouched.",
         )
         loader.add_option(
             "turnout_config", str, "", "turnout's TOML config file (router, cache, budgets, attribution, prices)."

@@ -173,6 +173,12 @@ def m006_reports(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m007_cache_write_tokens(db: sqlite_utils.Database) -> None:
+    """Prompt tokens written to the provider's prompt cache (Anthropic bills them above input)."""
+    db["flows"].add_column("cache_write_tokens", int)
+
+
 def applied(db: sqlite_utils.Database) -> set[str]:
     if "_turnout_migrations" not in db.table_names():
         return set()

@@ -24,6 +24,7 @@ class Usage(NamedTuple):
     cached_prompt_tokens: int = 0  # part of prompt_tokens read from the provider's prompt cache
     completion_tokens: int = 0  # includes reasoning tokens, as the providers bill them
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # part of prompt_tokens written to the prompt cache (Anthropic bills these higher)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class ModelRates:
     output_mtok: float
     cached_input_mtok: float | None
     source: str
-    _tiered: Any = None  # a genai-prices ModelPrice when a flat rate cannot express it
+    _tiered: Any = None
+    cache_write_mtok: float | None = None  # a genai-prices ModelPrice when a flat rate cannot express it
 
     def cost(self, usage: Usage) -> float:
         if self._tiered is not None:
@@ -44,15 +46,19 @@ class ModelRates:
                 GPUsage(
                     input_tokens=usage.prompt_tokens,
                     cache_read_tokens=usage.cached_prompt_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
                     output_tokens=usage.completion_tokens,
                 )
             )
             return float(price["total_price"])
         cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
         cached_rate = self.input_mtok if self.cached_input_mtok is None else self.cached_input_mtok
+        write_rate = self.input_mtok if self.cache_write_mtok is None else self.cache_write_mtok
         return (
-            (usage.prompt_tokens - cached) * self.input_mtok
+            (usage.prompt_tokens - cached - written) * self.input_mtok
             + cached * cached_rate
+            + written * write_rate
             + usage.completion_tokens * self.output_mtok
         ) / 1_000_000
 
@@ -76,7 +82,7 @@ def _genai_rates(provider: str, model: str) -> ModelRates | None:
     import datetime as dt
 
     price = info.get_prices(dt.datetime.now(dt.UTC))
-    raw = {k: getattr(price, k, None) for k in ("input_mtok", "output_mtok", "cache_read_mtok")}
+    raw = {k: getattr(price, k, None) for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")}
     flat = {k: _flat(v) for k, v in raw.items()}
     tiered = any(raw[k] is not None and flat[k] is None for k in raw)
     return ModelRates(
@@ -85,6 +91,7 @@ def _genai_rates(provider: str, model: str) -> ModelRates | None:
         cached_input_mtok=flat["cache_read_mtok"],
         source=f"genai-prices:{info.id}",
         _tiered=price if tiered else None,
+        cache_write_mtok=flat["cache_write_mtok"],
     )
 
 

@@ -90,6 +90,13 @@ class Proxy:
         with self.environ(api_key):
             return openai.OpenAI(**kw)
 
+    def anthropic_client(self, api_key: str = "sk-ant-test-key-0001", **kw: Any):
+        import anthropic
+
+        with mock.patch.dict(os.environ, {**self.env, "ANTHROPIC_API_KEY": api_key}):
+            os.environ.pop("ANTHROPIC_BASE_URL", None)
+            return anthropic.Anthropic(**kw)
+
     def async_client(self, api_key: str = "sk-test-key-0001", **kw: Any):
         import openai
 

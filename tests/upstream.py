@@ -122,6 +122,11 @@ class Handler(BaseHTTPRequestHandler):
         if hang := int(self.headers.get("x-test-hang-ms") or 0):
             time.sleep(hang / 1000)
         model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and model.startswith("error-") and self.path.startswith("/v1/messages"):
+            status = int(model.split("-")[1])
+            kind = {429: "rate_limit_error", 500: "api_error", 400: "invalid_request_error"}.get(status, "api_error")
+            self._send_json(status, {"type": "error", "error": {"type": kind, "message": f"test upstream says {status}"}})
+            return
         if isinstance(model, str) and model.startswith("error-"):
             status = int(model.split("-")[1])
             kind = {429: "rate_limit_exceeded", 500: "server_error", 400: "invalid_request_error"}.get(status, "error")
@@ -140,6 +145,8 @@ class Handler(BaseHTTPRequestHandler):
             self.embeddings(body)
         elif path == "/v1/responses":
             self.responses_api(body)
+        elif path == "/v1/messages":
+            self.messages(body)
         else:
             self._send_json(404, {"error": {"message": f"Invalid URL (POST {self.path})", "type": "invalid_request_error"}})
 
@@ -237,6 +244,35 @@ class Handler(BaseHTTPRequestHandler):
             ("response.completed", {"type": "response.completed", "response": full, "sequence_number": 2}),
         ]
         self._stream([json.dumps(d) for _, d in events], names=[n for n, _ in events])
+
+    def messages(self, body: dict[str, Any]) -> None:
+        """Anthropic's Messages API: text or tool_use content, usage with prompt-cache fields."""
+        text = answer_text(body)
+        read = int(self.headers.get("x-test-cache-read") or 0)
+        usage = {"input_tokens": _words(_prompt_text(body)), "output_tokens": _words(text), "cache_creation_input_tokens": 0, "cache_read_input_tokens": read}
+        tool = bool(body.get("tools"))
+        content = ([{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": body["tools"][0]["name"], "input": {"city": "Paris"}}]
+                   if tool else [{"type": "text", "text": text}])
+        msg = {"id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant", "model": body.get("model"),
+               "content": content, "stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            self._send_json(200, msg)
+            return
+        events = [("message_start", {"message": {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}})]
+        for i, block in enumerate(content):
+            if block["type"] == "text":
+                events.append(("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
+                for w in block["text"].split(" "):
+                    events.append(("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": w + " "}}))
+            else:
+                events.append(("content_block_start", {"index": i, "content_block": {**block, "input": {}}}))
+                args = json.dumps(block["input"])
+                for j in range(0, len(args), 5):
+                    events.append(("content_block_delta", {"index": i, "delta": {"type": "input_json_delta", "partial_json": args[j:j + 5]}}))
+            events.append(("content_block_stop", {"index": i}))
+        events.append(("message_delta", {"delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}))
+        events.append(("message_stop", {}))
+        self._stream([json.dumps({"type": n, **d}) for n, d in events], names=[n for n, _ in events])
 
     def _stream(self, datas: list[str], names: list[str] | None = None) -> None:
         delay = int(self.headers.get("x-test-delay-ms") or 0) / 1000

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import openai
+from . import anthropic, openai
 
-PROVIDERS: dict[str, ModuleType] = {openai.name: openai}
+PROVIDERS: dict[str, ModuleType] = {openai.name: openai, anthropic.name: anthropic}
 
 
-def for_host(host: str, extra_hosts: dict[str, str] | None = None) -> ModuleType | None:
-    """The provider serving `host`; `extra_hosts` maps further hosts (e.g. an Azure endpoint) to a provider name."""
+def provider_for_host(host: str) -> str | None:
+    """The provider whose public API lives at `host`, if any."""
     host = host.lower()
-    for provider in PROVIDERS.values():
-        if host in provider.hosts:
-            return provider
-    if extra_hosts and host in extra_hosts:
-        return PROVIDERS.get(extra_hosts[host])
-    return None
+    return next((p.name for p in PROVIDERS.values() if host in p.hosts), None)

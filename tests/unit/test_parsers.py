@@ -7,6 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from turnout.ledger.providers import anthropic as an
 from turnout.ledger.providers import openai as oa
 from turnout.ledger.sse import SSEEvent, SSEParser, encode_event, split_complete
 
@@ -55,12 +56,31 @@ def test_provider_parsers_never_raise(value):
         if isinstance(value, dict):
             oa.ensure_stream_usage(endpoint, dict(value))
     oa.response_model(value)
-    for endpoint in ("chat", "responses", "completions"):
-        asm = oa.stream_assembler(endpoint)
+    for provider, endpoint in (*((oa, e) for e in ("chat", "responses", "completions")), (an, "messages")):
+        asm = provider.stream_assembler(endpoint)
         asm.feed(SSEEvent(None, json.dumps(value)))
         asm.feed(SSEEvent("x", "not json"))
         asm.result()
         asm.usage
+    an.response_usage("messages", value)
+    an.finish_reason("messages", value)
+    an.request_model("messages", value)
+
+
+def test_anthropic_stream_round_trips_through_replay():
+    recorded = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "content": [{"type": "text", "text": "Let me check the weather."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+        "usage": {"input_tokens": 10, "output_tokens": 12, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2},
+    }
+    asm = an.stream_assembler("messages")
+    parser = SSEParser()
+    for ev in parser.feed(an.replay_stream("messages", recorded)) + parser.close():
+        asm.feed(ev)
+    assert asm.done and asm.result() == recorded
+    assert asm.usage == an.Usage(prompt_tokens=16, cached_prompt_tokens=4, completion_tokens=12, cache_write_tokens=2)
 
 
 def test_chat_stream_assembles_content_and_tool_calls():

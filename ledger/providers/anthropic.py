@@ -1,0 +1,183 @@
+"""Anthropic's Messages API (`POST /v1/messages`), streamed or not.
+
+Usage differs from OpenAI's: `input_tokens` excludes prompt-cache reads and writes, which are
+reported (and billed) separately, so the ledger's `prompt_tokens` is their sum. Streams always
+carry usage (`message_start` and `message_delta`), so nothing is injected upstream.
+Routing ladders are OpenAI-only for now: `messages` calls are recorded, priced, cached and
+budgeted, but not routed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..pricing import Usage
+from ..sse import SSEEvent
+
+name = "anthropic"
+hosts = ("api.anthropic.com",)
+
+_ENDPOINTS = {"/v1/messages": "messages"}
+
+
+def endpoint(path: str) -> str | None:
+    return _ENDPOINTS.get(path.split("?", 1)[0].rstrip("/"))
+
+
+def api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    if headers.get("x-api-key"):
+        return headers["x-api-key"]
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+
+
+def request_model(endpoint: str, body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def wants_stream(endpoint: str, body: Any) -> bool:
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+def ensure_stream_usage(endpoint: str, body: dict[str, Any]) -> bool:
+    return False  # Anthropic streams always report usage
+
+
+def asked_for_stream_usage(body: Any) -> bool:
+    return True
+
+
+def _int(d: Any, key: str) -> int:
+    v = d.get(key) if isinstance(d, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def usage_from(endpoint: str, usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    read, write = _int(usage, "cache_read_input_tokens"), _int(usage, "cache_creation_input_tokens")
+    return Usage(
+        prompt_tokens=_int(usage, "input_tokens") + read + write,
+        cached_prompt_tokens=read,
+        completion_tokens=_int(usage, "output_tokens"),
+        cache_write_tokens=write,
+    )
+
+
+def response_usage(endpoint: str, body: Any) -> Usage | None:
+    return usage_from(endpoint, body.get("usage")) if isinstance(body, dict) else None
+
+
+def response_model(body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def finish_reason(endpoint: str, body: Any) -> str | None:
+    reason = body.get("stop_reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
+
+
+def error_body(*, status: int, message: str, type: str, code: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": type, "message": message, "code": code}}
+
+
+class MessagesStream:
+    """Rebuilds a `message` from `message_start`, content block deltas and `message_delta`."""
+
+    def __init__(self) -> None:
+        self._message: dict[str, Any] | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, str] = {}
+        self._usage: dict[str, Any] = {}
+        self._error: str | None = None
+        self.done = False
+
+    def feed(self, event: SSEEvent) -> None:
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind == "message_start" and isinstance(data.get("message"), dict):
+            self._message = dict(data["message"])
+            self._usage.update(self._message.get("usage") or {})
+        elif kind == "content_block_start" and isinstance(data.get("content_block"), dict):
+            self._blocks[data.get("index", 0)] = dict(data["content_block"])
+        elif kind == "content_block_delta" and isinstance(data.get("delta"), dict):
+            idx, delta = data.get("index", 0), data["delta"]
+            block = self._blocks.setdefault(idx, {"type": "text", "text": ""})
+            if delta.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + str(delta.get("text", ""))
+            elif delta.get("type") == "input_json_delta":
+                self._json[idx] = self._json.get(idx, "") + str(delta.get("partial_json", ""))
+            elif delta.get("type") == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+        elif kind == "message_delta":
+            if self._message is not None and isinstance(data.get("delta"), dict):
+                self._message.update({k: v for k, v in data["delta"].items() if k in ("stop_reason", "stop_sequence")})
+            self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            self._error = json.dumps(data.get("error"))[:500]
+
+    def result(self) -> dict[str, Any] | None:
+        if self._message is None:
+            return None
+        content = []
+        for idx in sorted(self._blocks):
+            block = dict(self._blocks[idx])
+            if block.get("type") == "tool_use" and idx in self._json:
+                try:
+                    block["input"] = json.loads(self._json[idx]) if self._json[idx] else {}
+                except ValueError:
+                    block["input"] = self._json[idx]
+            content.append(block)
+        return {**self._message, "content": content, "usage": dict(self._usage)}
+
+    @property
+    def usage(self) -> Usage | None:
+        return usage_from("messages", self._usage) if self._usage else None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+
+def stream_assembler(endpoint: str) -> MessagesStream:
+    return MessagesStream()
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps({'type': event, **data}, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+
+
+def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: bool = True) -> bytes:
+    """The event stream a live call would have sent for a recorded message (cache hits, replay)."""
+    usage = dict(recorded.get("usage") or {})
+    start = {**recorded, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+    out = [_sse("message_start", {"message": start})]
+    for idx, block in enumerate(recorded.get("content") or ()):
+        kind = block.get("type")
+        if kind == "text":
+            out.append(_sse("content_block_start", {"index": idx, "content_block": {"type": "text", "text": ""}}))
+            text = block.get("text") or ""
+            step = max(1, -(-len(text) // 8))
+            for i in range(0, len(text), step):
+                out.append(_sse("content_block_delta", {"index": idx, "delta": {"type": "text_delta", "text": text[i : i + step]}}))
+        elif kind == "tool_use":
+            out.append(_sse("content_block_start", {"index": idx, "content_block": {**block, "input": {}}}))
+            out.append(_sse("content_block_delta", {"index": idx, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block.get("input", {}))}}))
+        else:
+            out.append(_sse("content_block_start", {"index": idx, "content_block": block}))
+        out.append(_sse("content_block_stop", {"index": idx}))
+    delta = {"stop_reason": recorded.get("stop_reason"), "stop_sequence": recorded.get("stop_sequence")}
+    out.append(_sse("message_delta", {"delta": delta, "usage": {"output_tokens": usage.get("output_tokens", 0)}}))
+    out.append(_sse("message_stop", {}))
+    return b"".join(out)
