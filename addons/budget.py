@@ -77,7 +77,6 @@ def refuse(
     flow.response = state.json_response(
         429, llm.provider.error_body(status=429, message=message, type=type, code=code), headers
     )
-    flow.marked = ":no_entry:"
 
 
 def submit_event(kind: str, flow_id: str | None, message: str, data: Any) -> None:

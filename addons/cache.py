@@ -233,7 +233,6 @@ class Cache:
         )
         if usage is not None:
             llm.columns.update(usage._asdict(), total_tokens=usage.prompt_tokens + usage.completion_tokens)
-        flow.marked = ":zap:"
         if conn is self.conn:
             record = ctx.master.addons.get("record")
             if record is not None and record.writer is not None:

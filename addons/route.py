@@ -100,7 +100,6 @@ class Route:
             llm.body_changed = True
             llm.columns["routed"] = 1
             llm.response_headers["x-turnout-routed-from"] = llm.requested_model or ""
-            flow.marked = ":twisted_rightwards_arrows:"
         else:
             target = d.would_route_to
             llm.on_record.append(lambda row: self._counterfactual(row, llm, "projected_cost_usd", target))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pricing import Usage
-from ..sse import SSEEvent
+from ..sse import SSEEvent, encode_event
 
 name = "anthropic"
 hosts = ("api.anthropic.com",)
@@ -155,7 +155,7 @@ def stream_assembler(endpoint: str) -> MessagesStream:
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps({'type': event, **data}, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+    return encode_event(json.dumps({"type": event, **data}, separators=(",", ":"), ensure_ascii=False), event)
 
 
 def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: bool = True) -> bytes:

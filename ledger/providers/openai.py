@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pricing import Usage
-from ..sse import SSEEvent
+from ..sse import SSEEvent, encode_event
 
 name = "openai"
 hosts = ("api.openai.com",)
@@ -263,9 +263,8 @@ def _split_text(text: str, pieces: int = 8) -> list[str]:
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"{head}data: {payload}\n\n".encode()
+    return encode_event(payload, event)
 
 
 def chat_chunks(recorded: dict[str, Any], *, include_usage: bool, object_name: str = "chat.completion.chunk") -> list[dict[str, Any]]:
