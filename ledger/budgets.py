@@ -469,23 +469,42 @@ class BudgetReservation:
 class BudgetBook:
     """Every budget's counters; reserve / settle / release. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, specs: Iterable[BudgetSpec] = ()) -> None:
+    def __init__(self, specs: Iterable[BudgetSpec] = (), *, sweep_threshold: int = 50_000) -> None:
         self.specs = list(specs)
         self.counters: dict[tuple[str, str], Counter] = {}
+        self.sweep_threshold = sweep_threshold
+        self._sweep_at = sweep_threshold
 
-    def counter(self, spec: BudgetSpec, value: str) -> Counter:
+    def counter(self, spec: BudgetSpec, value: str, now: float | None = None) -> Counter:
         key = (spec.name, value)
         c = self.counters.get(key)
         if c is None:
+            if len(self.counters) >= self._sweep_at:
+                self.sweep(time.time() if now is None else now)
             c = self.counters[key] = Counter(spec, value)
         return c
 
-    def applicable(self, props: dict[str, str | None]) -> list[Counter]:
+    def sweep(self, now: float) -> int:
+        """Forget counters that hold nothing — no spend in their window, nothing reserved, no admission in
+        the last minute — since a fresh counter is identical. Keeps per-user budgets bounded by the users
+        active in a window, not every user ever seen. Amortised: runs when the table doubles."""
+        empty = Amount()
+        idle = [
+            key
+            for key, c in self.counters.items()
+            if c.reserved == empty and c.rpm_used(now) == 0 and c.spent(now) == empty
+        ]
+        for key in idle:
+            del self.counters[key]
+        self._sweep_at = max(self.sweep_threshold, 2 * len(self.counters))
+        return len(idle)
+
+    def applicable(self, props: dict[str, str | None], now: float | None = None) -> list[Counter]:
         out = []
         for spec in self.specs:
             value = spec.applies(props)
             if value is not None:
-                out.append(self.counter(spec, value))
+                out.append(self.counter(spec, value, now))
         return out
 
     def needs_estimate(self, props: dict[str, str | None]) -> bool:
@@ -499,7 +518,7 @@ class BudgetBook:
         now = time.time() if now is None else now
         amount = Amount(max(0.0, usd), max(0, int(tokens)), 1)
         res = BudgetReservation(amount)
-        counters = self.applicable(props)
+        counters = self.applicable(props, now)
         for c in counters:
             spec = c.spec
             u = c.utilisation(now)
@@ -549,7 +568,7 @@ class BudgetBook:
 
     def record(self, props: dict[str, str | None], usd: float, tokens: int, at: float) -> None:
         """Count spend that happened without a reservation (rebuilding from the ledger)."""
-        for c in self.applicable(props):
+        for c in self.applicable(props, at):
             c.add(Amount(usd, tokens, 1), at)
 
     def statuses(self, now: float | None = None) -> list[BudgetStatus]:

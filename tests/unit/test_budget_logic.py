@@ -316,3 +316,21 @@ def test_parse_breakers():
         parse_breakers({"loop": 1})
     with pytest.raises(ValueError, match="rpm and/or tpm"):
         parse_breakers({"spike": [{"scope": "key"}]})
+
+
+def test_idle_counters_are_forgotten_but_spend_is_kept():
+    (spec,) = parse_budgets([{"name": "per-user", "scope": "user", "window": "day", "requests": 5}])
+    book = BudgetBook([spec], sweep_threshold=10)
+    now = 1_800_000_000.0
+    spender = book.reserve({"user": "spender"}, 0.0, 0, now)
+    book.settle(spender, 0.0, 10, now)
+    held = book.reserve({"user": "in-flight"}, 0.0, 0, now)
+    for i in range(30):  # many users who came and went yesterday
+        r = book.reserve({"user": f"u{i}"}, 0.0, 0, now - 86_400 + i * 120)
+        book.release(r)
+    assert len(book.counters) < 32  # swept as the table grew
+    book.sweep(now)
+    assert set(v for _, v in book.counters) == {"spender", "in-flight"}
+    assert book.counter(spec, "spender").spent(now).requests == 1
+    assert book.counter(spec, "in-flight").reserved.requests == 1
+    book.release(held)
