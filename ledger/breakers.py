@@ -111,15 +111,27 @@ class SpikeSpec:
 class SpikeLimiter:
     """Token buckets (requests and tokens per minute) per scope value."""
 
-    def __init__(self, specs: Iterable[SpikeSpec]) -> None:
+    def __init__(self, specs: Iterable[SpikeSpec], *, sweep_threshold: int = 50_000) -> None:
         self.specs = list(specs)
         self.buckets: dict[tuple[int, str, str], TokenBucket] = {}
+        self.sweep_threshold = sweep_threshold
+        self._sweep_at = sweep_threshold
 
     def _bucket(self, i: int, kind: str, value: str, rate: float, now: float) -> TokenBucket:
         b = self.buckets.get((i, kind, value))
         if b is None:
+            if len(self.buckets) >= self._sweep_at:
+                self.sweep(now)
             b = self.buckets[(i, kind, value)] = TokenBucket(rate, now)
         return b
+
+    def sweep(self, now: float) -> int:
+        """Forget full buckets (a fresh one is identical), so memory follows recently active scope values."""
+        full = [key for key, b in self.buckets.items() if b.available(now) >= b.capacity]
+        for key in full:
+            del self.buckets[key]
+        self._sweep_at = max(self.sweep_threshold, 2 * len(self.buckets))
+        return len(full)
 
     def check(self, props: dict[str, str | None], tokens: int, now: float) -> tuple[SpikeSpec, str, float] | None:
         """Take one request and `tokens` from every bucket the request falls under; on refusal

@@ -334,3 +334,12 @@ def test_idle_counters_are_forgotten_but_spend_is_kept():
     assert book.counter(spec, "spender").spent(now).requests == 1
     assert book.counter(spec, "in-flight").reserved.requests == 1
     book.release(held)
+
+
+def test_full_spike_buckets_are_forgotten():
+    limiter = SpikeLimiter([SpikeSpec(scope="user", rpm=60, tpm=None)], sweep_threshold=10)
+    for i in range(40):  # one request each, a second apart: earlier buckets refill (1 request/s)
+        assert limiter.check({"user": f"u{i}"}, 0, 1000.0 + i) is None
+    assert len(limiter.buckets) < 40
+    assert limiter.check({"user": "u39"}, 0, 1039.5) is None  # the active one kept its level
+    assert limiter.buckets[(0, "rpm", "u39")].available(1039.5) < 59
