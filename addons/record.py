@@ -168,8 +168,8 @@ class Record:
         llm = state.get(flow)
         if llm is None or llm.recorded or flow.response is None:
             return
-        state.run_pending(llm)  # deferred decisions add response headers too
-        flow.response.headers.update(llm.response_headers)
+        # responseheaders always ran first (mitmproxy emulates it for answers set in the request hook),
+        # so deferred decisions and turnout's headers are already on the response.
         self._record(flow, llm, error=None)
 
     def error(self, flow: http.HTTPFlow) -> None:

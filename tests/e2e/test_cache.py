@@ -31,6 +31,8 @@ def test_second_identical_call_is_a_hit(proxy, upstream):
     t0 = time.perf_counter()
     second = ask(client, "cache me once", user="someone-else", metadata={"run": "2"})
     assert first.headers["x-turnout-cache"] == "miss" and second.headers["x-turnout-cache"] == "hit"
+    # a hit still carries the (deferred) routing decision, like any other answer
+    assert second.headers["x-turnout-decision"] == first.headers["x-turnout-decision"] == "observe:route"
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
     assert upstream_count(upstream, "cache me once") == 1
     rows = proxy.wait_rows(2)
