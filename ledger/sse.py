@@ -6,7 +6,9 @@ fed here to assemble the ledger record when the stream ends.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 from typing import NamedTuple
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -16,6 +18,15 @@ _LINE = re.compile(r"\r\n|\r|\n")  # SSE's only line breaks (str.splitlines know
 class SSEEvent(NamedTuple):
     event: str | None
     data: str
+
+
+def event_json(event: SSEEvent) -> dict[str, Any] | None:
+    """An event's data as a JSON object, or None (`[DONE]`, keep-alives, anything malformed)."""
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def parse_event_block(block: bytes) -> SSEEvent | None:

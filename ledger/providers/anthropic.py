@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pricing import Usage
-from ..sse import SSEEvent, encode_event
+from ..sse import SSEEvent, encode_event, event_json
 
 name = "anthropic"
 hosts = ("api.anthropic.com",)
@@ -97,11 +97,8 @@ class MessagesStream:
         self.done = False
 
     def feed(self, event: SSEEvent) -> None:
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            return
-        if not isinstance(data, dict):
+        data = event_json(event)
+        if data is None:
             return
         kind = data.get("type") or event.event
         if kind == "message_start" and isinstance(data.get("message"), dict):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pricing import Usage
-from ..sse import SSEEvent, encode_event
+from ..sse import SSEEvent, encode_event, event_json
 
 name = "openai"
 hosts = ("api.openai.com",)
@@ -123,11 +123,8 @@ class ChatStream:
         if event.data == "[DONE]":
             self.done = True
             return
-        try:
-            chunk = json.loads(event.data)
-        except ValueError:
-            return
-        if not isinstance(chunk, dict):
+        chunk = event_json(event)
+        if chunk is None:
             return
         if "error" in chunk:
             self._error = json.dumps(chunk["error"])[:500]
@@ -220,11 +217,8 @@ class ResponsesStream:
         self.done = False
 
     def feed(self, event: SSEEvent) -> None:
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            return
-        if not isinstance(data, dict):
+        data = event_json(event)
+        if data is None:
             return
         kind = data.get("type") or event.event
         if isinstance(data.get("response"), dict):
