@@ -17,6 +17,7 @@ def default_addons() -> list[object]:
     from .budget import Budget
     from .cache import Cache
     from .contentviews import ContentViews
+    from .dispatch import Dispatch
     from .forward import Forward
     from .intercept import Intercept
     from .metrics import Metrics
@@ -25,6 +26,7 @@ def default_addons() -> list[object]:
     from .route import Route
 
     return [
+        Dispatch(),  # mitmproxy's event dispatch, minus its per-addon overhead (not a request concern)
         Intercept(),
         Attribute(),
         Route(),
