@@ -59,6 +59,10 @@ _STOPWORDS = {
     "it": frozenset("il lo la gli le di che e è un una per con non del della".split()),
     "nl": frozenset("de het een en van is dat niet op te zijn met voor".split()),
 }
+_STOPWORD_LANGS: dict[str, tuple[str, ...]] = {}
+for _lang, _stop in _STOPWORDS.items():
+    for _w in _stop:
+        _STOPWORD_LANGS[_w] = (*_STOPWORD_LANGS.get(_w, ()), _lang)
 _SCRIPT_RES = (
     ("ja", re.compile(r"[\u3040-\u30ff]")),
     ("ko", re.compile(r"[\uac00-\ud7af]")),
@@ -77,6 +81,61 @@ _AUDIO_PART_TYPES = frozenset({"input_audio", "audio"})
 _TEXT_KEYS = ("text", "content", "input_text", "output_text", "refusal", "output", "arguments")
 _BUILTIN_TOOL_PREFIXES = ("file_search", "computer", "code_interpreter", "image_generation", "mcp", "local_shell")
 
+# ---------------------------------------------------------------- counting, fast and exact
+#
+# These run on every proxied request (~2,000 characters each), where one regex scan costs
+# 5-20 µs. Each helper returns exactly what its regex above would (tests/router check that
+# on the training data and on generated text); they only skip scans that cannot match, or
+# use C string methods where the text is ASCII (`\w` and `\d` then mean [A-Za-z0-9_] and [0-9]).
+
+_ASCII_WORDS = str.maketrans({i: chr(i) if chr(i).isalnum() or chr(i) == "_" else " " for i in range(128)})
+_ASCII_NUMBERS = str.maketrans({i: "0" if chr(i).isdigit() else "." if chr(i) in ".," else " " for i in range(128)})
+_CODE_START_RE = re.compile(
+    r"[ \t]*(?:def |class |import |from \S+ import |#include|public |private |"
+    r"function |const |let |var |return\b|SELECT |INSERT |for \(|if \(|while \(|"
+    r"fn |func |package |using |console\.|print\()"
+)
+_CHOICE_START_RE = re.compile(r"[ \t]*\(?[A-Ha-h][\).:][ \t]")
+_PER_LINE_MAX = 24  # beyond this many lines one regex scan is cheaper than a match per line
+
+
+def _words(low: str) -> list[str]:
+    """`_WORD_RE.findall(low)`."""
+    return low.translate(_ASCII_WORDS).split() if low.isascii() else _WORD_RE.findall(low)
+
+
+def _count_numbers(text: str) -> int:
+    """`len(_NUMBER_RE.findall(text))`: digit runs joined by single `.`/`,` count once."""
+    if not text.isascii():
+        return len(_NUMBER_RE.findall(text))
+    t = text.translate(_ASCII_NUMBERS)  # digits -> 0, [.,] -> ., anything else -> space
+    # a number starts at a digit that does not continue one: after a space, or after a [.,] not preceded by a digit
+    return t.startswith("0") + t.startswith(".0") + t.count(" 0") + t.count(" .0") + t.count("..0")
+
+
+def _count_code_lines(text: str) -> int:
+    """`len(_CODE_LINE_RE.findall(text))`: a code-like line start, plus a line ending in `{`, `}` or `;`."""
+    if text.count("\n") >= _PER_LINE_MAX:
+        return len(_CODE_LINE_RE.findall(text))
+    n = 0
+    for line in text.split("\n"):
+        if _CODE_START_RE.match(line):
+            n += 1
+        if line.rstrip(" \t")[-1:] in ("{", "}", ";"):
+            n += 1
+    return n
+
+
+def _count_choices(text: str) -> int:
+    """`len(_CHOICE_RE.findall(text))`."""
+    if text.count("\n") >= _PER_LINE_MAX:
+        return len(_CHOICE_RE.findall(text))
+    return sum(1 for line in text.split("\n") if _CHOICE_START_RE.match(line))
+
+
+def _has_latex(text: str) -> bool:
+    return ("\\" in text or "$" in text) and _LATEX_RE.search(text) is not None
+
 
 @dataclass(frozen=True, slots=True)
 class RequestFeatures:
@@ -91,8 +150,6 @@ class RequestFeatures:
     conversation_depth: int = 0  # user turns so far (1 = first turn)
     has_system: bool = False
     system_chars: int = 0
-    system_tokens: int = 0
-    prompt_tokens: int = 0  # all text in the request (exact up to a budget per text)
     user_chars: int = 0  # last user message
     user_tokens: int = 0
     has_tools: bool = False
@@ -231,9 +288,12 @@ def _language(excerpt: str, words: list[str]) -> str:
     head = words[:80]
     if not head:
         return "unknown"
+    counts = dict.fromkeys(_STOPWORDS, 0)
+    for w in head:
+        for lang in _STOPWORD_LANGS.get(w, ()):
+            counts[lang] += 1
     best, best_n = "unknown", 0
-    for lang, stop in _STOPWORDS.items():
-        n = sum(1 for w in head if w in stop)
+    for lang, n in counts.items():  # first language with the most stop words, as before
         if n > best_n:
             best, best_n = lang, n
     return best if best_n >= 2 or (best_n == 1 and len(head) < 8) else ("en" if sample.isascii() else "unknown")
@@ -305,20 +365,15 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
 
     role_counts: dict[str, int] = {}
     system_text_len = 0
-    system_tokens = 0
-    prompt_tokens = 0
     last_user = ""
-    user_tokens = 0
     for role, text in msgs:
         role_counts[role] = role_counts.get(role, 0) + 1
-        n = estimate_tokens(text, EXACT_TOKEN_CHARS) if text else 0
-        prompt_tokens += n
         if role in ("system", "developer"):
             system_text_len += len(text)
-            system_tokens += n
         elif role == "user":
             last_user = text
-            user_tokens = n
+    # BPE is the dearest step here: count only the text a model reads (not every message of a long history)
+    user_tokens = estimate_tokens(last_user, EXACT_TOKEN_CHARS) if last_user else 0
     n_user = role_counts.get("user", 0)
     n_assistant = role_counts.get("assistant", 0)
 
@@ -358,7 +413,7 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
 
     excerpt = _excerpt(last_user)
     low = excerpt.lower()
-    words = _WORD_RE.findall(low)
+    words = _words(low)
     return RequestFeatures(
         api=api,
         model=model,
@@ -369,8 +424,6 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         conversation_depth=n_user,
         has_system=system_text_len > 0,
         system_chars=system_text_len,
-        system_tokens=system_tokens,
-        prompt_tokens=prompt_tokens,
         user_chars=len(last_user),
         user_tokens=user_tokens,
         has_tools=n_tools > 0,
@@ -384,13 +437,13 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         has_audio="audio" in uses,
         max_tokens=max_tokens,
         n_code_blocks=excerpt.count(_CODE_FENCE) // 2,
-        n_code_lines=len(_CODE_LINE_RE.findall(excerpt)),
-        n_numbers=len(_NUMBER_RE.findall(excerpt)),
+        n_code_lines=_count_code_lines(excerpt),
+        n_numbers=_count_numbers(excerpt),
         n_math_symbols=len(_MATH_SYM_RE.findall(excerpt)),
-        has_latex=_LATEX_RE.search(excerpt) is not None,
+        has_latex=_has_latex(excerpt),
         n_question_words=sum(1 for w in words if w in _QUESTION_WORDS),
         n_question_marks=excerpt.count("?"),
-        n_choices=len(_CHOICE_RE.findall(excerpt)),
+        n_choices=_count_choices(excerpt),
         n_sentences=excerpt.count(". ") + excerpt.count("? ") + excerpt.count("! ") + excerpt.count("\n") + 1,
         n_words=len(words),
         language=_language(excerpt, words),
@@ -426,19 +479,30 @@ def hashed_word_ngrams(words: Iterable[str], n_buckets: int, max_words: int = 40
 def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int = 400) -> set[int]:
     """Buckets present among the word unigrams/bigrams (same hashing as :func:`hashed_word_ngrams`).
 
-    The difficulty model uses binary presence, and a set comprehension is
-    about twice as fast as counting on the request path.
+    The difficulty model uses binary presence. On the request path each word's crc32 (and the
+    multiplied half of its bigram mix) comes from a bounded memo: requests share most words.
     """
-    crc = zlib.crc32
-    hs = [crc(w.encode("utf-8", "surrogatepass")) for w in list(words)[:max_words]]
-    out = {h % n_buckets for h in hs}
-    out.update([(((a * 0x9E3779B1) & 0xFFFFFFFF) ^ b) % n_buckets for a, b in zip(hs, hs[1:])])
+    ws = list(words)[:max_words]
+    pairs = list(map(_CRC_MEMO.get, ws))
+    if None in pairs:
+        if len(_CRC_MEMO) > _CRC_MEMO_MAX:
+            _CRC_MEMO.clear()
+        for i, p in enumerate(pairs):
+            if p is None:
+                h = zlib.crc32(ws[i].encode("utf-8", "surrogatepass"))
+                pairs[i] = _CRC_MEMO[ws[i]] = (h, (h * 0x9E3779B1) & 0xFFFFFFFF)
+    out = {h % n_buckets for h, _ in pairs}
+    out.update([(a[1] ^ b[0]) % n_buckets for a, b in zip(pairs, pairs[1:])])
     return out
+
+
+_CRC_MEMO: dict[str, tuple[int, int]] = {}  # word -> (crc32, crc32 * golden ratio mod 2**32)
+_CRC_MEMO_MAX = 200_000
 
 
 def words_of(text: str) -> list[str]:
     """Lower-cased word tokens, the same tokenisation :class:`RequestFeatures` uses."""
-    return _WORD_RE.findall(text.lower())
+    return _words(text.lower())
 
 
 def hashed_char_ngrams(text: str, n_buckets: int, sizes: Iterable[int] = (3, 4), max_chars: int = 1000) -> dict[int, float]:

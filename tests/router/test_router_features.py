@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from turnout.router import tokens
+from turnout.router import features
 from turnout.router.features import (
     extract_features,
     hashed_char_ngrams,
@@ -38,12 +39,12 @@ def test_chat_counts_roles_and_system():
     )
     assert f.api == "chat" and f.model == "gpt-4o"
     assert f.n_messages == 4 and dict(f.roles) == {"system": 1, "user": 2, "assistant": 1}
-    assert f.has_system and f.system_tokens > 0
+    assert f.has_system and f.system_chars == len("You are terse.")
     assert f.conversation_depth == 2 and f.n_assistant_turns == 1
     assert f.user_text == "what is the capital of france?"
     assert f.max_tokens == 50 and f.n_question_words >= 1 and f.n_question_marks == 1
     assert f.language == "en"
-    assert f.prompt_tokens >= f.user_tokens + f.system_tokens
+    assert f.user_tokens == tokens.count_tokens("What is the capital of France?")  # the last user message
 
 
 def test_parts_images_files_audio_tools_schema():
@@ -167,3 +168,35 @@ def test_tokens_fallback_without_tiktoken():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["approx-chars/4", "2"]
+
+
+# -- the request-path counters give exactly what their regexes define ------------------------
+
+_PIECES = st.sampled_from(
+    list("abcXYZ019 \t\n.,;{}()=+*/^<>$\\_-:?!") + ["def ", "return", "from x import ", "A) ", "b. ", "(c) ",
+    "\\frac", "$x$", "é", "٣", "日本", "for (", "  }", "1.5", "3,000", "1..2", ".5", "print(", "\r\n"]
+)
+_TEXTS = st.lists(_PIECES, max_size=120).map("".join) | st.text(max_size=300)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXTS)
+def test_fast_counters_match_their_regexes(text):
+    low = text.lower()
+    assert features._words(low) == features._WORD_RE.findall(low)
+    assert features._count_numbers(text) == len(features._NUMBER_RE.findall(text))
+    assert features._count_code_lines(text) == len(features._CODE_LINE_RE.findall(text))
+    assert features._count_choices(text) == len(features._CHOICE_RE.findall(text))
+    assert features._has_latex(text) == (features._LATEX_RE.search(text) is not None)
+
+
+def test_fast_counters_past_the_per_line_limit():
+    code = "\n".join(["def f(x):", "    return {x;", "A) one", "}"] * 20)  # many lines: one regex scan
+    assert features._count_code_lines(code) == len(features._CODE_LINE_RE.findall(code)) == 80  # a line can start and end like code
+    assert features._count_choices(code) == len(features._CHOICE_RE.findall(code)) == 20
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["the", "cat", "sat", "ünï", "x1", "_", "on", "mat"]) | st.text(min_size=1, max_size=8), max_size=60))
+def test_memoised_ngram_set_matches_the_counting_hash(words):
+    assert hashed_word_ngram_set(words, 1 << 17, 40) == set(hashed_word_ngrams(words, 1 << 17, 40))
