@@ -36,18 +36,12 @@ class Attribute:
         llm = state.get(flow)
         if llm is None:
             return
-        h = flow.request.headers
-        headers = {
-            name: h[name]
-            for name in ("x-turnout-feature", "x-turnout-team", "x-turnout-user", "openai-project", "openai-organization")
-            if name in h
-        }
         try:
             cols = attribute(
                 path=flow.request.path,
                 model=llm.requested_model,
                 body=llm.body,
-                headers=headers,
+                headers=llm.headers,
                 api_key_fp=llm.api_key_fp,
                 config=self.config,
             )

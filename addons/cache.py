@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,12 @@ CACHEABLE = ("chat", "responses", "embeddings", "completions", "messages")
 SCOPES = ("key", "shared", "team")
 
 
-def wants_bypass(headers: http.Headers) -> bool:
+def wants_bypass(headers: Mapping[str, str]) -> bool:
+    """`headers`: lower-cased names (`LLMFlow.headers`)."""
     if headers.get("x-turnout-cache", "").strip().lower() in ("no", "off", "bypass", "false", "0"):
         return True
-    return "no-cache" in headers.get("cache-control", "").lower() or "no-store" in headers.get("cache-control", "").lower()
+    control = headers.get("cache-control", "").lower()
+    return "no-cache" in control or "no-store" in control
 
 
 def is_deterministic(endpoint: str, body: dict[str, Any]) -> bool:
@@ -183,7 +185,7 @@ class Cache:
                 return
         elif self.record:
             llm.columns["cache"] = "miss"
-        elif wants_bypass(flow.request.headers):
+        elif wants_bypass(llm.headers):
             llm.columns["cache"] = "bypass"
             llm.response_headers["x-turnout-cache"] = "bypass"
         elif not self.nondeterministic and not is_deterministic(llm.endpoint, llm.body):

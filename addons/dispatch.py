@@ -52,10 +52,15 @@ async def trigger_event(self: AddonManager, event: hooks.Hook) -> None:
     args: list[Any] | None = None
     for addon in self.chain:
         try:
+            funcs: list[Callable[..., Any]] | None = hook_funcs(addon, name)
+        except Exception:  # noqa: BLE001 - looked up again under safecall below, which logs it as mitmproxy does
+            funcs = None
+        if funcs == []:
+            continue  # most addons, most events: no context manager, no coroutine
+        try:
             with safecall():
-                funcs = hook_funcs(addon, name)
-                if not funcs:
-                    continue
+                if funcs is None:
+                    funcs = hook_funcs(addon, name)
                 if args is None:
                     args = event.args()  # the same objects for every hook: compute once per event
                 for func in funcs:

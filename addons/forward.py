@@ -67,8 +67,8 @@ class Forward:
         llm = state.get(flow)
         if llm is None or flow.response or flow.error:
             return
-        for name in [k for k in flow.request.headers if k.lower().startswith("x-turnout-")]:
-            del flow.request.headers[name]
+        for name in [k for k in llm.headers if k.startswith("x-turnout-")]:
+            del flow.request.headers[name]  # case-insensitive, every occurrence
         if llm.endpoint and isinstance(llm.body, dict):
             if llm.provider.ensure_stream_usage(llm.endpoint, llm.body):
                 llm.usage_injected = llm.body_changed = True

@@ -99,8 +99,8 @@ class Intercept:
                 body = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as e:
                 body_error = f"request body is not JSON: {e}"[:300]
-        headers = {k.lower(): v for k, v in flow.request.headers.items()}
-        key = provider.api_key(headers, dict(flow.request.query))
+        headers = state.lowercase_headers(flow.request.headers)
+        key = provider.api_key(headers, dict(flow.request.query) if "?" in flow.request.path else {})
         llm = state.LLMFlow(
             provider=provider,
             host=host,
@@ -112,6 +112,7 @@ class Intercept:
             requested_model=provider.request_model(endpoint, body) if endpoint else None,
             api_key_fp=key_fingerprint(key),
             stream=bool(endpoint) and provider.wants_stream(endpoint, body),
+            headers=headers,
             started=flow.request.timestamp_start,
         )
         flow.metadata[state.KEY] = llm

@@ -30,6 +30,7 @@ class LLMFlow:
     requested_model: str | None
     api_key_fp: str | None
     stream: bool
+    headers: dict[str, str] = field(default_factory=dict)  # the client's request headers, names lower-cased
     started: float = field(default_factory=time.time)
     model: str | None = None  # what goes upstream (routing may change it)
     body_changed: bool = False  # Forward re-serialises the body when an addon changed it
@@ -64,6 +65,20 @@ def run_pending(llm: LLMFlow) -> None:
             work()
         except Exception:  # noqa: BLE001
             logging.getLogger(__name__).exception("turnout: deferred work failed")
+
+
+def lowercase_headers(headers: http.Headers) -> dict[str, str]:
+    """Name (lower-cased) -> value, repeated names joined with ", " as `Headers[name]` does.
+
+    Built once per flow from the raw fields: every lookup on mitmproxy's `Headers` scans and
+    lower-cases all of them, so reading a dozen names costs more than the whole pass.
+    """
+    out: dict[str, str] = {}
+    for k, v in headers.fields:
+        name = k.decode("latin-1").lower()
+        value = v.decode("utf-8", "surrogateescape")
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
 
 
 def get(flow: http.HTTPFlow) -> LLMFlow | None:

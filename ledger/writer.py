@@ -25,10 +25,21 @@ _STOP = object()
 _SQL = "\0sql"  # a queue item that is a statement, not a row
 
 
+_SCALAR_TYPES = frozenset({type(None), str, int, float, bytes, bool})
+
+
 def _scalar(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bytes):
         return value
     return json.dumps(value, default=str)
+
+
+def _values(row: dict[str, Any], cols: list[str]) -> tuple[Any, ...]:
+    """The row's values in column order; only non-scalars pay for a call (this runs holding the GIL)."""
+    values = tuple(map(row.get, cols))
+    if _SCALAR_TYPES.issuperset(map(type, values)):
+        return values
+    return tuple(map(_scalar, values))
 
 
 class LedgerWriter:
@@ -178,7 +189,7 @@ class LedgerWriter:
                 if unknown:  # a bug upstream of here must not wedge the writer: keep the row, say what was dropped
                     log.error("turnout ledger: dropping unknown column(s) %s of %s rows", sorted(unknown), table)
                 sql = f"INSERT OR REPLACE INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES ({', '.join('?' * len(cols))})"
-                conn.executemany(sql, [tuple(_scalar(r.get(c)) for c in cols) for r in rows])
+                conn.executemany(sql, [_values(r, cols) for r in rows])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLite already rolled back on SQLITE_FULL and friends
