@@ -27,10 +27,23 @@ def open_ledger(path: str | Path, *, check_same_thread: bool = True) -> sqlite_u
 
 
 def iso_utc(ts: float | None) -> str | None:
-    """Epoch seconds to the ledger's timestamp format (sorts as text, readable by SQLite date functions)."""
+    """Epoch seconds to the ledger's timestamp format (sorts as text, readable by SQLite date functions).
+
+    Several per flow: the date-time part is formatted once per second (strftime is the dear part).
+    """
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    d = dt.datetime.fromtimestamp(ts, dt.UTC)
+    ms = d.microsecond // 1000
+    whole = d.replace(microsecond=0)
+    cached = _last_second  # one read: other threads may swap it meanwhile
+    if cached[0] != whole:
+        cached = (whole, whole.strftime("%Y-%m-%dT%H:%M:%S."))
+        globals()["_last_second"] = cached
+    return f"{cached[1]}{ms:03d}Z"
+
+
+_last_second: tuple[dt.datetime | None, str] = (None, "")  # the last whole second formatted, and its text
 
 
 def parse_iso(value: str) -> float:

@@ -22,6 +22,9 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections import Counter
+from itertools import chain, repeat
+from operator import xor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -288,12 +291,10 @@ def _language(excerpt: str, words: list[str]) -> str:
     head = words[:80]
     if not head:
         return "unknown"
-    counts = dict.fromkeys(_STOPWORDS, 0)
-    for w in head:
-        for lang in _STOPWORD_LANGS.get(w, ()):
-            counts[lang] += 1
+    counts = Counter(chain.from_iterable(map(_STOPWORD_LANGS.get, head, repeat(()))))
     best, best_n = "unknown", 0
-    for lang, n in counts.items():  # first language with the most stop words, as before
+    for lang in _STOPWORDS:  # the first language with the most stop words
+        n = counts[lang]
         if n > best_n:
             best, best_n = lang, n
     return best if best_n >= 2 or (best_n == 1 and len(head) < 8) else ("en" if sample.isascii() else "unknown")
@@ -441,7 +442,7 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         n_numbers=_count_numbers(excerpt),
         n_math_symbols=len(_MATH_SYM_RE.findall(excerpt)),
         has_latex=_has_latex(excerpt),
-        n_question_words=sum(1 for w in words if w in _QUESTION_WORDS),
+        n_question_words=sum(map(_QUESTION_WORDS.__contains__, words)),
         n_question_marks=excerpt.count("?"),
         n_choices=_count_choices(excerpt),
         n_sentences=excerpt.count(". ") + excerpt.count("? ") + excerpt.count("! ") + excerpt.count("\n") + 1,
@@ -479,25 +480,37 @@ def hashed_word_ngrams(words: Iterable[str], n_buckets: int, max_words: int = 40
 def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int = 400) -> set[int]:
     """Buckets present among the word unigrams/bigrams (same hashing as :func:`hashed_word_ngrams`).
 
-    The difficulty model uses binary presence. On the request path each word's crc32 (and the
-    multiplied half of its bigram mix) comes from a bounded memo: requests share most words.
+    The difficulty model uses binary presence. This runs on every proxied request, so each
+    word's two bucket halves come from a bounded memo (requests share most words), and for a
+    power-of-two bucket count the bigram bucket is just their xor — ``(a ^ b) % 2**k ==
+    (a % 2**k) ^ (b % 2**k)`` — all of it in C-level ``map`` calls.
     """
     ws = list(words)[:max_words]
-    pairs = list(map(_CRC_MEMO.get, ws))
-    if None in pairs:
-        if len(_CRC_MEMO) > _CRC_MEMO_MAX:
-            _CRC_MEMO.clear()
-        for i, p in enumerate(pairs):
-            if p is None:
+    if n_buckets & (n_buckets - 1):  # not a power of two: the plain definition
+        hs = [zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in ws]
+        out = {h % n_buckets for h in hs}
+        out.update([(((a * 0x9E3779B1) & 0xFFFFFFFF) ^ b) % n_buckets for a, b in zip(hs, hs[1:])])
+        return out
+    memo = _BUCKET_MEMO.get(n_buckets)
+    if memo is None or len(memo[0]) > _BUCKET_MEMO_MAX:
+        memo = _BUCKET_MEMO[n_buckets] = ({}, {})
+    uni_of, mix_of = memo
+    unis = list(map(uni_of.get, ws))
+    if None in unis:
+        mask = n_buckets - 1
+        for i, u in enumerate(unis):
+            if u is None:
                 h = zlib.crc32(ws[i].encode("utf-8", "surrogatepass"))
-                pairs[i] = _CRC_MEMO[ws[i]] = (h, (h * 0x9E3779B1) & 0xFFFFFFFF)
-    out = {h % n_buckets for h, _ in pairs}
-    out.update([(a[1] ^ b[0]) % n_buckets for a, b in zip(pairs, pairs[1:])])
+                unis[i] = uni_of[ws[i]] = h & mask
+                mix_of[ws[i]] = ((h * 0x9E3779B1) & 0xFFFFFFFF) & mask
+    out = set(unis)
+    out.update(map(xor, map(mix_of.__getitem__, ws[:-1]), unis[1:]))
     return out
 
 
-_CRC_MEMO: dict[str, tuple[int, int]] = {}  # word -> (crc32, crc32 * golden ratio mod 2**32)
-_CRC_MEMO_MAX = 200_000
+# n_buckets -> (word -> crc32 % n, word -> (crc32 * golden ratio mod 2**32) % n)
+_BUCKET_MEMO: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+_BUCKET_MEMO_MAX = 200_000
 
 
 def words_of(text: str) -> list[str]:

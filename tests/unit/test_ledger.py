@@ -79,3 +79,20 @@ def test_prices_from_genai_prices_and_overrides(tmp_path):
         parse_price_overrides({"m": {"input_mtok": 1, "outptu_mtok": 2}})
     with pytest.raises(ValueError, match="needs input_mtok"):
         parse_price_overrides({"m": {"output_mtok": 2}})
+
+
+def test_iso_utc_matches_datetime_formatting_to_the_millisecond():
+    import datetime as dt
+    import random
+
+    from turnout.ledger.store import iso_utc
+
+    def ref(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    r = random.Random(7)
+    stamps = [r.uniform(0, 4e9) for _ in range(2000)]
+    stamps += [float(r.randint(0, 4_000_000_000)) + frac for frac in (0.0, 0.0004999, 0.9995, 0.9999995, 0.9999999999)]
+    stamps += [1_700_000_000 + i * 0.0003 for i in range(5000)]  # many within one second, then the next
+    assert [iso_utc(t) for t in stamps] == [ref(t) for t in stamps]
+    assert iso_utc(None) is None
