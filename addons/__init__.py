@@ -3,6 +3,8 @@
     intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
     record                                                     (response / stream tee / error → ledger)
 
+`Dispatch` comes first but is no request concern: it makes mitmproxy's own event dispatch cheaper.
+
 Route runs before Cache because a cache key names the model actually sent upstream (a
 routed call's answer must never be served for the unrouted request). Cache runs before
 Budget because a hit costs nothing: it needs no reservation and must not be blocked.

@@ -115,3 +115,39 @@ def test_the_option_switches_back_to_mitmproxys_own_dispatch() -> None:
         assert manager.trigger_event.__func__ is dispatch.trigger_event
         d.done()
         assert manager.trigger_event.__func__ is AddonManager.trigger_event
+
+
+def test_addons_added_or_removed_later_are_seen_at_once() -> None:
+    d = dispatch.Dispatch()
+    log: list[str] = []
+    with taddons.context(d) as tctx:
+        manager = tctx.master.addons
+        loop = tctx.master.event_loop
+
+        def fire() -> None:
+            loop.run_until_complete(manager.trigger_event(HttpRequestHook(tflow.tflow())))
+
+        first = Recorder(log, "first")
+        manager.add(first)
+        fire()
+        late = Recorder(log, "late")
+        manager.add(late)  # after the visit list for `request` was built
+        fire()
+        manager.remove(first)
+        fire()
+        assert log == ["first.request", "first.request", "late.request", "late.request"]
+
+
+def test_children_are_looked_up_at_every_event() -> None:
+    """Script loaders swap their scripts without telling the manager: children are never cached."""
+    d = dispatch.Dispatch()
+    log: list[str] = []
+    with taddons.context(d) as tctx:
+        manager = tctx.master.addons
+        loader = Recorder(log, "loader", [])
+        manager.add(loader)
+        event = HttpRequestHook(tflow.tflow())
+        tctx.master.event_loop.run_until_complete(manager.trigger_event(event))
+        loader.addons = [Recorder(log, "script")]  # a (re)loaded script
+        tctx.master.event_loop.run_until_complete(manager.trigger_event(event))
+        assert log == ["loader.request", "loader.request", "script.request"]
