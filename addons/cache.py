@@ -171,6 +171,11 @@ class Cache:
         replay = bool(self.replay_conn)
         if not (self.enabled or self.record or replay):
             return
+        bypass = wants_bypass(llm.headers)
+        if not (replay or self.record or bypass or self.nondeterministic or is_deterministic(llm.endpoint, llm.body)):
+            # Sampled (temperature ≠ 0) answers are neither served nor stored: no key to compute.
+            llm.columns["cache"] = "skip"
+            return
         canonical = canonical_request(llm.endpoint, llm.body, llm.model)
         key_text = self._key_text(canonical)
         key = request_key(key_text, self._scope(llm))
@@ -185,12 +190,9 @@ class Cache:
                 return
         elif self.record:
             llm.columns["cache"] = "miss"
-        elif wants_bypass(llm.headers):
+        elif bypass:
             llm.columns["cache"] = "bypass"
             llm.response_headers["x-turnout-cache"] = "bypass"
-        elif not self.nondeterministic and not is_deterministic(llm.endpoint, llm.body):
-            llm.columns["cache"] = "skip"
-            store = False
         else:
             entry, expired = self.index.lookup(key, time.time())
             if entry is not None and self._serve(flow, llm, self.conn, key, "hit"):

@@ -155,7 +155,7 @@ class Record:
         if llm is None or flow.response is None:
             return
         state.run_pending(llm)
-        flow.response.headers.update(llm.response_headers)
+        state.set_headers(flow.response.headers, llm.response_headers)
         ctype = flow.response.headers.get("content-type", "")
         if ctype.startswith("text/event-stream") and not llm.served_locally:
             try:

@@ -81,6 +81,20 @@ def lowercase_headers(headers: http.Headers) -> dict[str, str]:
     return out
 
 
+def set_headers(headers: http.Headers, new: dict[str, str]) -> None:
+    """`headers.update(new)` in one pass: each `Headers` assignment rescans every field."""
+    if not new:
+        return
+    present = {k.lower() for k, _ in headers.fields}
+    if any(name.encode().lower() in present for name in new):
+        headers.update(new)  # replacing a value: mitmproxy's way keeps its position
+        return
+    headers.fields = (
+        *headers.fields,
+        *((name.encode(), value.encode("utf-8", "surrogateescape")) for name, value in new.items()),
+    )
+
+
 def get(flow: http.HTTPFlow) -> LLMFlow | None:
     state = flow.metadata.get(KEY)
     return state if isinstance(state, LLMFlow) else None
