@@ -117,15 +117,14 @@ class Intercept:
         )
         flow.metadata[state.KEY] = llm
         record = ctx.master.addons.get("record")
-        if record is not None and not record.accepting():
-            # The ledger cannot be written: refuse rather than forward traffic nobody will see on the bill.
+        refusal = record.refusal() if record is not None else None
+        if refusal is not None:
+            # Draining at shutdown, or the ledger cannot be written: refuse rather than forward traffic
+            # nobody will see on the bill. `Connection: close` sends the client's retry to a fresh connection.
+            message, type_, code = refusal
             llm.served_locally = True
             flow.response = state.json_response(
                 503,
-                provider.error_body(
-                    status=503,
-                    message=f"turnout: the ledger cannot be written ({record.writer.last_error}); refusing to forward unrecorded traffic",
-                    type="turnout_ledger_unavailable",
-                    code="ledger_unavailable",
-                ),
+                provider.error_body(status=503, message=message, type=type_, code=code),
+                {"connection": "close"},
             )

@@ -8,6 +8,7 @@ promise: if the ledger cannot be written, Intercept refuses traffic rather than 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -107,11 +108,19 @@ class Record:
         self.prices = PriceBook()
         self.store_bodies = True
         self.open_flows: dict[str, http.HTTPFlow] = {}
+        self.draining = False  # shutting down: flows in flight finish, new requests get 503
 
     def load(self, loader) -> None:
         loader.add_option("turnout_db", str, "turnout.db", "The ledger: a SQLite file, one row per provider flow.")
         loader.add_option(
             "turnout_store_bodies", bool, True, "Store request and response bodies in the ledger (never auth headers)."
+        )
+        loader.add_option(
+            "turnout_drain",
+            int,
+            5,
+            "Seconds that LLM flows in flight at shutdown (SIGTERM) get to finish, with no new connections "
+            "accepted; what is still open then is recorded as interrupted. 0: record them at once.",
         )
         loader.add_option(
             "turnout_prices",
@@ -142,9 +151,21 @@ class Record:
             self.prices = PriceBook(overrides)
         if "turnout_store_bodies" in updated:
             self.store_bodies = ctx.options.turnout_store_bodies
+        if "turnout_drain" in updated and not 0 <= ctx.options.turnout_drain <= 3600:
+            raise exceptions.OptionsError(f"turnout_drain: seconds in [0, 3600], not {ctx.options.turnout_drain}")
 
-    def accepting(self) -> bool:
-        return self.writer is not None and self.writer.healthy
+    def refusal(self) -> tuple[str, str, str] | None:
+        """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""
+        if self.draining:
+            return "turnout is shutting down; retry on a new connection", "turnout_shutting_down", "shutting_down"
+        if self.writer is None or not self.writer.healthy:
+            error = self.writer.last_error if self.writer is not None else "no ledger"
+            return (
+                f"turnout: the ledger cannot be written ({error}); refusing to forward unrecorded traffic",
+                "turnout_ledger_unavailable",
+                "ledger_unavailable",
+            )
+        return None
 
     def request(self, flow: http.HTTPFlow) -> None:
         if state.get(flow) is not None:
@@ -156,6 +177,8 @@ class Record:
             return
         state.run_pending(llm)
         state.set_headers(flow.response.headers, llm.response_headers)
+        if self.draining:
+            flow.response.headers["connection"] = "close"  # no next request on this connection
         ctype = flow.response.headers.get("content-type", "")
         if ctype.startswith("text/event-stream") and not llm.served_locally:
             try:
@@ -181,13 +204,48 @@ class Record:
             msg = f"stream incomplete: {msg}"
         self._record(flow, llm, error=msg)
 
-    def done(self) -> None:
+    def done(self) -> Any:
+        """Record what is still open and close the ledger — after a drain when the proxy is shutting down.
+
+        Sync on purpose: mitmproxy also calls `done` synchronously when an addon is removed (a
+        script reload). At shutdown it dispatches `done` asynchronously and awaits what a hook
+        returns, so that is when the drain coroutine is handed back.
+        """
+        should_exit = getattr(ctx.master, "should_exit", None)
+        shutting_down = should_exit is not None and should_exit.is_set()
+        if self.open_flows and ctx.options.turnout_drain > 0 and shutting_down:
+            return self._drain_then_close(ctx.options.turnout_drain)
+        self._close()
+        return None
+
+    async def _drain_then_close(self, seconds: int) -> None:
+        # Like a load-balanced server: stop taking connections, let the answers in flight finish (mitmproxy
+        # keeps serving open connections until this returns), then record whatever is still open.
+        log.info("turnout: shutting down; waiting up to %ds for %d flow(s) in flight", seconds, len(self.open_flows))
+        self.draining = True
+        await self._stop_listening()
+        deadline = time.monotonic() + seconds
+        while self.open_flows and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._close()
+
+    def _close(self) -> None:
         for flow in list(self.open_flows.values()):
             llm = state.get(flow)
             if llm is not None and not llm.recorded:
                 self._record(flow, llm, error="turnout shut down before the flow finished")
         if self.writer is not None:
             self.writer.close()
+
+    @staticmethod
+    async def _stop_listening() -> None:
+        server = ctx.master.addons.get("proxyserver")
+        if server is None:
+            return
+        try:
+            await server.servers.update([])  # closes the listening sockets only; open connections go on
+        except Exception:  # noqa: BLE001 - draining is best effort; recording what is left is not
+            log.exception("turnout: could not stop listening before the drain")
 
     # -- building the row ------------------------------------------------------------------
 

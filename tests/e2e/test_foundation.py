@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -211,27 +212,60 @@ def test_client_abort_mid_stream_is_recorded_as_partial(proxy, upstream):
     assert proxy.proc.poll() is None
 
 
-def test_sigterm_mid_stream_loses_nothing(proxy):
-    client = proxy.client(max_retries=0)
-    done = threading.Event()
-    chat(client, "before")
+def _stream_in_background(client, chunks: int) -> tuple[threading.Event, list[str], list[BaseException]]:
+    done, pieces, errors = threading.Event(), [], []
 
-    def stream_forever():
+    def run():
         try:
-            for _ in chat(client, "z " * 40, stream=True, extra_headers={"x-test-chunks": "40", "x-test-delay-ms": "100"}):
-                pass
-        except Exception:
-            pass
+            for ch in chat(client, "z " * 40, stream=True, extra_headers={"x-test-chunks": str(chunks), "x-test-delay-ms": "100"}):
+                if ch.choices and ch.choices[0].delta.content:
+                    pieces.append(ch.choices[0].delta.content)
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            errors.append(e)
         done.set()
 
-    threading.Thread(target=stream_forever, daemon=True).start()
+    threading.Thread(target=run, daemon=True).start()
+    return done, pieces, errors
+
+
+def test_sigterm_drains_flows_in_flight(proxy):
+    """SIGTERM mid-stream: no new connections, the open stream finishes, its row is whole, the proxy exits 0."""
+    client = proxy.client(max_retries=0)
+    idle = proxy.client(max_retries=0)  # a second keep-alive connection, idle when SIGTERM comes
+    chat(client, "before")
+    chat(idle, "before too")
+    done, pieces, errors = _stream_in_background(client, chunks=20)  # ~2 s
+    time.sleep(0.6)
+    proxy.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(OSError):  # draining: the listening socket is closed
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+    with pytest.raises(openai.InternalServerError) as refused:  # a new request on an old connection
+        chat(idle, "during the drain")
+    assert refused.value.status_code == 503 and refused.value.code == "shutting_down"
+    assert refused.value.response.headers["connection"] == "close"
+    assert proxy.stop() == 0
+    assert done.wait(5) and not errors
+    rows = proxy.rows()
+    assert [r["status_code"] for r in rows] == [200, 200, 200, 503]
+    rows = [rows[0], rows[2]]  # the first call, the stream
+    assert rows[1]["stream"] == 1 and rows[1]["error"] is None and rows[1]["completion_tokens"]
+    assert json.loads(rows[1]["response_body"])["choices"][0]["message"]["content"] == "".join(pieces)
+
+
+def test_sigterm_past_the_drain_records_the_stream_as_partial(make_proxy):
+    proxy = make_proxy("--set", "turnout_drain=1")
+    client = proxy.client(max_retries=0)
+    chat(client, "before")
+    done, pieces, errors = _stream_in_background(client, chunks=60)  # ~6 s, longer than the 1 s drain
     time.sleep(0.6)
     assert proxy.stop() == 0
     done.wait(5)
     rows = proxy.rows()
     assert len(rows) == 2
     assert rows[0]["error"] is None
-    assert rows[1]["stream"] == 1 and rows[1]["error"]
+    assert rows[1]["stream"] == 1 and rows[1]["error"] == "turnout shut down before the flow finished"
+    assert pieces and errors  # the client saw the stream start, then lose its connection
 
 
 def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
