@@ -3,7 +3,8 @@
     intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
     record                                                     (response / stream tee / error → ledger)
 
-`Dispatch` comes first but is no request concern: it makes mitmproxy's own event dispatch cheaper.
+`Dispatch` and `DebugChecks` come first but are no request concerns: they make mitmproxy's own
+per-request machinery cheaper in turnout's process.
 
 Route runs before Cache because a cache key names the model actually sent upstream (a
 routed call's answer must never be served for the unrouted request). Cache runs before
@@ -19,6 +20,7 @@ def default_addons() -> list[object]:
     from .budget import Budget
     from .cache import Cache
     from .contentviews import ContentViews
+    from .debugchecks import DebugChecks
     from .dispatch import Dispatch
     from .forward import Forward
     from .intercept import Intercept
@@ -29,6 +31,7 @@ def default_addons() -> list[object]:
 
     return [
         Dispatch(),  # mitmproxy's event dispatch, minus its per-addon overhead (not a request concern)
+        DebugChecks(),  # mitmproxy's debug-only per-message type checks, off unless asked for
         Intercept(),
         Attribute(),
         Route(),
