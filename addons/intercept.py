@@ -120,11 +120,11 @@ class Intercept:
         refusal = record.refusal() if record is not None else None
         if refusal is not None:
             # Draining at shutdown, or the ledger cannot be written: refuse rather than forward traffic
-            # nobody will see on the bill. `Connection: close` sends the client's retry to a fresh connection.
+            # nobody will see on the bill. Draining, `Connection: close` sends the retry to a fresh connection.
             message, type_, code = refusal
             llm.served_locally = True
             flow.response = state.json_response(
                 503,
                 provider.error_body(status=503, message=message, type=type_, code=code),
-                {"connection": "close"},
+                {"connection": "close"} if record.draining else None,
             )
