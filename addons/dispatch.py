@@ -24,7 +24,7 @@ import types
 from typing import Any, Callable
 
 from mitmproxy import ctx, exceptions, hooks
-from mitmproxy.addonmanager import AddonManager, safecall, traverse
+from mitmproxy.addonmanager import AddonManager, safecall
 
 
 def hook_funcs(addon: Any, name: str) -> list[Callable[..., Any]]:
@@ -36,16 +36,22 @@ def hook_funcs(addon: Any, name: str) -> list[Callable[..., Any]]:
         if not callable(func):
             raise exceptions.AddonManagerError(f"Addon handler {name} ({addon}) not callable")
         return [func]
-    out = []
-    for a in traverse([addon]):
-        func = getattr(a, name, None)
-        if not func or isinstance(func, types.ModuleType):
-            # a module that happens to share a hook's name (`from mitmproxy import log`) is not a hook
-            continue
-        if not callable(func):
-            raise exceptions.AddonManagerError(f"Addon handler {name} ({a}) not callable")
-        out.append(func)
+    out: list[Callable[..., Any]] = []
+    _collect(addon, name, out)
     return out
+
+
+def _collect(addon: Any, name: str, out: list[Callable[..., Any]]) -> None:
+    """Pre-order over `addon` and its `addons`, like mitmproxy's `traverse`, without a generator per level."""
+    func = getattr(addon, name, None)
+    # a module that happens to share a hook's name (`from mitmproxy import log`) is not a hook
+    if func and not isinstance(func, types.ModuleType):
+        if not callable(func):
+            raise exceptions.AddonManagerError(f"Addon handler {name} ({addon}) not callable")
+        out.append(func)
+    if hasattr(addon, "addons"):
+        for child in addon.addons:
+            _collect(child, name, out)
 
 
 # Events after which the set of addons, or their options, may differ: the visit lists start afresh.
