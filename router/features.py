@@ -510,7 +510,7 @@ def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int =
 
 # n_buckets -> (word -> crc32 % n, word -> (crc32 * golden ratio mod 2**32) % n)
 _BUCKET_MEMO: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
-_BUCKET_MEMO_MAX = 200_000
+_BUCKET_MEMO_MAX = 50_000  # words; ~7 MB at most, and a vocabulary of common words fits
 
 
 def words_of(text: str) -> list[str]:
