@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from turnout.ledger import report as rpt
 
@@ -108,40 +109,35 @@ def print_table(r: rpt.Report, *, ledger: str) -> None:
     if r.total.unpriced:
         console.print(f"* {r.total.unpriced:,} call(s) used a model with no known price: not in the cost.")
 
-    latency = Table(title="Latency", title_justify="left", box=box.SIMPLE_HEAD)
-    latency.add_column(r.by)
-    for name in ("p50", "p95", "p99", "streams", "ttft p50", "ttft p95"):
-        latency.add_column(name, justify="right")
-    for g in [*r.groups, r.total]:
-        latency.add_row(
-            g.group,
-            rpt.fmt_ms(g.latency_p50_ms),
-            rpt.fmt_ms(g.latency_p95_ms),
-            rpt.fmt_ms(g.latency_p99_ms),
-            rpt.fmt_int(g.streams),
-            rpt.fmt_ms(g.ttft_p50_ms),
-            rpt.fmt_ms(g.ttft_p95_ms),
-            end_section=g is r.groups[-1],
+    console.print(
+        _per_group_table(
+            r,
+            "Latency",
+            [
+                ("p50", lambda g: rpt.fmt_ms(g.latency_p50_ms)),
+                ("p95", lambda g: rpt.fmt_ms(g.latency_p95_ms)),
+                ("p99", lambda g: rpt.fmt_ms(g.latency_p99_ms)),
+                ("streams", lambda g: rpt.fmt_int(g.streams)),
+                ("ttft p50", lambda g: rpt.fmt_ms(g.ttft_p50_ms)),
+                ("ttft p95", lambda g: rpt.fmt_ms(g.ttft_p95_ms)),
+            ],
         )
-    console.print(latency)
-
-    savings = Table(title="Cache and routing", title_justify="left", box=box.SIMPLE_HEAD)
-    savings.add_column(r.by)
-    for name in ("cache hits", "hit rate", "cache saved", "routed", "routing saved", "would save (observe)", "blocked"):
-        savings.add_column(name, justify="right")
-    for g in [*r.groups, r.total]:
-        savings.add_row(
-            g.group,
-            rpt.fmt_int(g.cache_hits),
-            rpt.fmt_pct(g.cache_hit_rate),
-            rpt.fmt_usd(g.cache_saved_usd),
-            rpt.fmt_int(g.routed),
-            rpt.fmt_usd(g.routed_saving_usd),
-            rpt.fmt_usd(g.projected_saving_usd),
-            rpt.fmt_int(g.blocked),
-            end_section=g is r.groups[-1],
+    )
+    console.print(
+        _per_group_table(
+            r,
+            "Cache and routing",
+            [
+                ("cache hits", lambda g: rpt.fmt_int(g.cache_hits)),
+                ("hit rate", lambda g: rpt.fmt_pct(g.cache_hit_rate)),
+                ("cache saved", lambda g: rpt.fmt_usd(g.cache_saved_usd)),
+                ("routed", lambda g: rpt.fmt_int(g.routed)),
+                ("routing saved", lambda g: rpt.fmt_usd(g.routed_saving_usd)),
+                ("would save (observe)", lambda g: rpt.fmt_usd(g.projected_saving_usd)),
+                ("blocked", lambda g: rpt.fmt_int(g.blocked)),
+            ],
         )
-    console.print(savings)
+    )
 
     days = rpt.daily_totals(r)
     if days:
@@ -154,3 +150,17 @@ def print_table(r: rpt.Report, *, ledger: str) -> None:
         top = max(values) or 1.0
         for day, cost in days[-14:]:
             console.print(f"  {day} {rpt.bar(cost / top, 30)} {rpt.fmt_usd(cost)}")
+
+
+def _per_group_table(r: Any, title: str, columns: list[tuple[str, Callable[[Any], str]]]) -> "Table":
+    """One row per group, then the total below a rule."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column(r.by)
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    for g in [*r.groups, r.total]:
+        table.add_row(g.group, *(fmt(g) for _, fmt in columns), end_section=g is r.groups[-1])
+    return table
