@@ -15,6 +15,7 @@ from typing import Any
 
 from ..pricing import Usage
 from ..sse import SSEEvent, encode_event, event_json
+from .base import int_at, str_at
 
 name = "anthropic"
 hosts = ("api.anthropic.com",)
@@ -34,8 +35,7 @@ def api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
 
 
 def request_model(endpoint: str, body: Any) -> str | None:
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+    return str_at(body, "model")
 
 
 def wants_stream(endpoint: str, body: Any) -> bool:
@@ -50,19 +50,14 @@ def asked_for_stream_usage(body: Any) -> bool:
     return True
 
 
-def _int(d: Any, key: str) -> int:
-    v = d.get(key) if isinstance(d, dict) else None
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
 def usage_from(endpoint: str, usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    read, write = _int(usage, "cache_read_input_tokens"), _int(usage, "cache_creation_input_tokens")
+    read, write = int_at(usage, "cache_read_input_tokens"), int_at(usage, "cache_creation_input_tokens")
     return Usage(
-        prompt_tokens=_int(usage, "input_tokens") + read + write,
+        prompt_tokens=int_at(usage, "input_tokens") + read + write,
         cached_prompt_tokens=read,
-        completion_tokens=_int(usage, "output_tokens"),
+        completion_tokens=int_at(usage, "output_tokens"),
         cache_write_tokens=write,
     )
 
@@ -72,13 +67,11 @@ def response_usage(endpoint: str, body: Any) -> Usage | None:
 
 
 def response_model(body: Any) -> str | None:
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+    return str_at(body, "model")
 
 
 def finish_reason(endpoint: str, body: Any) -> str | None:
-    reason = body.get("stop_reason") if isinstance(body, dict) else None
-    return reason if isinstance(reason, str) else None
+    return str_at(body, "stop_reason")
 
 
 def error_body(*, status: int, message: str, type: str, code: str | None = None) -> dict[str, Any]:

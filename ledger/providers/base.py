@@ -14,6 +14,21 @@ from ..pricing import Usage
 from ..sse import SSEEvent
 
 
+def int_at(d: Any, *path: str) -> int:
+    """The int at a key path in parsed JSON; 0 when a key is missing or the value is not an int."""
+    for key in path:
+        if not isinstance(d, dict):
+            return 0
+        d = d.get(key)
+    return d if isinstance(d, int) and not isinstance(d, bool) else 0
+
+
+def str_at(body: Any, key: str) -> str | None:
+    """`body[key]` when body is a JSON object and the value a string; else None."""
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
 class StreamAssembler(Protocol):
     """Accumulates a streamed answer into the object a non-streamed call would have returned."""
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..pricing import Usage
 from ..sse import SSEEvent, encode_event, event_json
+from .base import int_at, str_at
 
 name = "openai"
 hosts = ("api.openai.com",)
@@ -33,8 +34,7 @@ def api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
 
 
 def request_model(endpoint: str, body: Any) -> str | None:
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+    return str_at(body, "model")
 
 
 def wants_stream(endpoint: str, body: Any) -> bool:
@@ -51,29 +51,21 @@ def ensure_stream_usage(endpoint: str, body: dict[str, Any]) -> bool:
     return True
 
 
-def _int(d: Any, *path: str) -> int:
-    for key in path:
-        if not isinstance(d, dict):
-            return 0
-        d = d.get(key)
-    return d if isinstance(d, int) and not isinstance(d, bool) else 0
-
-
 def usage_from(endpoint: str, usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     if endpoint == "responses":
         return Usage(
-            prompt_tokens=_int(usage, "input_tokens"),
-            cached_prompt_tokens=_int(usage, "input_tokens_details", "cached_tokens"),
-            completion_tokens=_int(usage, "output_tokens"),
-            reasoning_tokens=_int(usage, "output_tokens_details", "reasoning_tokens"),
+            prompt_tokens=int_at(usage, "input_tokens"),
+            cached_prompt_tokens=int_at(usage, "input_tokens_details", "cached_tokens"),
+            completion_tokens=int_at(usage, "output_tokens"),
+            reasoning_tokens=int_at(usage, "output_tokens_details", "reasoning_tokens"),
         )
     return Usage(
-        prompt_tokens=_int(usage, "prompt_tokens"),
-        cached_prompt_tokens=_int(usage, "prompt_tokens_details", "cached_tokens"),
-        completion_tokens=_int(usage, "completion_tokens"),
-        reasoning_tokens=_int(usage, "completion_tokens_details", "reasoning_tokens"),
+        prompt_tokens=int_at(usage, "prompt_tokens"),
+        cached_prompt_tokens=int_at(usage, "prompt_tokens_details", "cached_tokens"),
+        completion_tokens=int_at(usage, "completion_tokens"),
+        reasoning_tokens=int_at(usage, "completion_tokens_details", "reasoning_tokens"),
     )
 
 
@@ -82,8 +74,7 @@ def response_usage(endpoint: str, body: Any) -> Usage | None:
 
 
 def response_model(body: Any) -> str | None:
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+    return str_at(body, "model")
 
 
 def finish_reason(endpoint: str, body: Any) -> str | None:
