@@ -315,8 +315,7 @@ class Cache:
         self._delete(self.index.add(key, len(text), now))
 
     def done(self) -> None:
-        should_exit = getattr(ctx.master, "should_exit", None)
-        if should_exit is not None and should_exit.is_set():
+        if state.shutting_down():
             # The process is exiting, and Record (later in the chain) may still be draining flows in flight,
             # whose requests must keep their cache and replay: the read connections close with the process.
             return

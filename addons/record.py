@@ -211,9 +211,7 @@ class Record:
         script reload). At shutdown it dispatches `done` asynchronously and awaits what a hook
         returns, so that is when the drain coroutine is handed back.
         """
-        should_exit = getattr(ctx.master, "should_exit", None)
-        shutting_down = should_exit is not None and should_exit.is_set()
-        if self.open_flows and ctx.options.turnout_drain > 0 and shutting_down:
+        if self.open_flows and ctx.options.turnout_drain > 0 and state.shutting_down():
             return self._drain_then_close(ctx.options.turnout_drain)
         self._close()
         return None

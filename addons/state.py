@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 KEY = "turnout"
 
@@ -93,6 +93,12 @@ def set_headers(headers: http.Headers, new: dict[str, str]) -> None:
         *headers.fields,
         *((name.encode(), value.encode("utf-8", "surrogateescape")) for name, value in new.items()),
     )
+
+
+def shutting_down() -> bool:
+    """mitmproxy's master is on its way out (SIGTERM/SIGINT): `done` is then awaited, not a script reload."""
+    should_exit = getattr(ctx.master, "should_exit", None)
+    return should_exit is not None and should_exit.is_set()
 
 
 def get(flow: http.HTTPFlow) -> LLMFlow | None:

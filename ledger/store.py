@@ -33,13 +33,14 @@ def iso_utc(ts: float | None) -> str | None:
     """
     if ts is None:
         return None
+    global _last_second
     d = dt.datetime.fromtimestamp(ts, dt.UTC)
     ms = d.microsecond // 1000
     whole = d.replace(microsecond=0)
     cached = _last_second  # one read: other threads may swap it meanwhile
     if cached[0] != whole:
         cached = (whole, whole.strftime("%Y-%m-%dT%H:%M:%S."))
-        globals()["_last_second"] = cached
+        _last_second = cached
     return f"{cached[1]}{ms:03d}Z"
 
 
