@@ -37,7 +37,7 @@ class Breakers:
             self.loops = LoopDetector(cfg.loop_threshold, cfg.loop_window)
             self.spikes = SpikeLimiter(cfg.spikes)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         llm = state.get(flow)
@@ -62,8 +62,10 @@ class Breakers:
             llm.columns["clamped"] = change
             llm.response_headers["x-turnout-clamped"] = change
         if self.spikes.specs:
-            tokens = flow_prompt_tokens(flow, llm) + max_output(llm.body, cfg.default_max_output)
-            refused = self.spikes.check(scope_props(llm), tokens, now)
+            tokens = await flow_prompt_tokens(flow, llm) + max_output(llm.body, cfg.default_max_output)
+            if flow.error or not flow.live:  # the client went away while we counted
+                return
+            refused = self.spikes.check(scope_props(llm), tokens, time.time())
             if refused is not None:
                 spec, value, wait = refused
                 who = "" if spec.scope == "global" else f" for {spec.scope} {value}"

@@ -684,7 +684,12 @@ def prompt_tokens(body: Any) -> int:
     from turnout.router.tokens import count_tokens
 
     text, n = prompt_text(body)
-    return count_tokens(text) + MESSAGE_OVERHEAD * n + (3 if n else 0)
+    return count_tokens(text) + message_overhead(n)
+
+
+def message_overhead(messages: int) -> int:
+    """Tokens the chat format adds around `messages` messages (their text aside)."""
+    return MESSAGE_OVERHEAD * messages + (3 if messages else 0)
 
 
 def max_output(body: Any, default: int) -> int:

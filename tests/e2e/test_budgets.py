@@ -100,6 +100,48 @@ def test_concurrent_requests_overshoot_at_most_the_in_flight_reservations(make_p
     assert kinds.count("budget_alert") == 1 and kinds.count("budget_blocked") == 1  # once per window each
 
 
+def test_long_prompt_is_reserved_at_its_exact_token_count(make_proxy, tmp_path):
+    """A prompt long enough to be counted off the event loop is still counted exactly and reserved.
+
+    While the long call is in flight its worst case (prompt + max_tokens) is held: a budget of exactly
+    that many tokens refuses the next request, one token more lets it through.
+    """
+    from turnout.addons.budget import INLINE_COUNT_CHARS
+    from turnout.ledger.budgets import prompt_tokens
+
+    long_msg = [{"role": "user", "content": "Reconcile invoice 4711 against order 0815, line by line. " * 3000}]
+    assert len(long_msg[0]["content"]) > 10 * INLINE_COUNT_CHARS
+    worst = prompt_tokens({"messages": long_msg}) + 100
+
+    def second_request_under(limit: int, name: str) -> str:
+        cfg = write_config(tmp_path, f'[[budgets]]\nname = "tokens"\nwindow = "day"\ntokens = {limit}\n', name)
+        proxy = make_proxy("--config", str(cfg), *NO_CACHE, db=tmp_path / f"{name}.db")
+        aclient = proxy.async_client(max_retries=0)
+
+        async def run() -> str:
+            long_call = asyncio.create_task(
+                aclient.chat.completions.create(
+                    model="gpt-4o", messages=long_msg, max_tokens=100, extra_headers={"x-test-hang-ms": "800"}
+                )
+            )
+            await asyncio.sleep(0.4)  # the long call is in flight, its worst case reserved
+            try:
+                await aclient.chat.completions.create(model="gpt-4o", messages=MSG)
+                outcome = "ok"
+            except openai.RateLimitError as e:
+                outcome = str(budget_code(e))
+            await long_call
+            return outcome
+
+        outcome = asyncio.run(run())
+        assert len(proxy.wait_rows(2)) == 2
+        proxy.stop()
+        return outcome
+
+    assert second_request_under(worst, "exact.toml") == "budget_exceeded"
+    assert second_request_under(worst + 1, "above.toml") == "ok"
+
+
 def test_restart_keeps_the_spend(make_proxy, tmp_path):
     cfg = write_config(tmp_path, '[[budgets]]\nname = "daily"\nwindow = "day"\nrequests = 3\nusd = 10\n')
     db = tmp_path / "shared.db"
