@@ -3,8 +3,8 @@
     intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
     record                                                     (response / stream tee / error → ledger)
 
-`Dispatch` and `DebugChecks` come first but are no request concerns: they make mitmproxy's own
-per-request machinery cheaper in turnout's process.
+`Dispatch`, `DebugChecks` and `ConnectionLog` come first but are no request concerns: they make
+mitmproxy's own per-request and per-connection machinery cheaper in turnout's process.
 
 Route runs before Cache because a cache key names the model actually sent upstream (a
 routed call's answer must never be served for the unrouted request). Cache runs before
@@ -19,6 +19,7 @@ def default_addons() -> list[object]:
     from .breakers import Breakers
     from .budget import Budget
     from .cache import Cache
+    from .connectionlog import ConnectionLog
     from .contentviews import ContentViews
     from .debugchecks import DebugChecks
     from .dispatch import Dispatch
@@ -32,6 +33,7 @@ def default_addons() -> list[object]:
     return [
         Dispatch(),  # mitmproxy's event dispatch, minus its per-addon overhead (not a request concern)
         DebugChecks(),  # mitmproxy's debug-only per-message type checks, off unless asked for
+        ConnectionLog(),  # mitmproxy's routine per-connection log lines, off unless asked for
         Intercept(),
         Attribute(),
         Route(),

@@ -53,6 +53,8 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
             argv += [a for c in WEB_COLUMNS for a in ("--set", f"web_columns={c}")]
     elif not args.verbose:
         argv += ["--set", "flow_detail=0"]
+    if getattr(args, "verbose", False):
+        argv += ["--set", "turnout_connection_log=true"]
     for kv in args.set or ():
         argv += ["--set", kv]
     return argv
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--replay", metavar="FILE", help="answer only from the recordings in FILE (with --record: record what is new)"
         )
         sp.add_argument("--set", action="append", metavar="OPTION=VALUE", help="any mitmproxy/turnout option")
-        sp.add_argument("-v", "--verbose", action="store_true", help="print mitmproxy's flow log")
+        sp.add_argument("-v", "--verbose", action="store_true", help="print mitmproxy's flow log and its per-connection lines")
 
     sp = sub.add_parser("proxy", help="run the proxy (mitmdump, or mitmweb with --web)")
     sp.add_argument("--host", default="127.0.0.1")

@@ -192,6 +192,18 @@ def test_upstream_refusing_is_recorded_and_proxy_survives(make_proxy):
     (row,) = proxy.wait_rows(1)
     assert row["status_code"] in (None, 502) and row["error"]
     assert proxy.proc.poll() is None
+    # the failure is logged; mitmproxy's routine per-connection lines are not (turnout_connection_log)
+    out = "".join(proxy.output)
+    assert "error establishing server connection" in out
+    assert "client connect" not in out and "server disconnect" not in out
+
+
+def test_connection_log_on_request(make_proxy):
+    proxy = make_proxy("--set", "turnout_connection_log=true")
+    chat(proxy.client(), stream=True)
+    proxy.wait_rows(1)
+    out = "".join(proxy.output)
+    assert "client connect" in out and "Streaming response from" in out
 
 
 def test_client_abort_mid_stream_is_recorded_as_partial(proxy, upstream):

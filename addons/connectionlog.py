@@ -1,0 +1,68 @@
+"""ConnectionLog: mitmproxy's routine per-connection log lines, off unless asked for.
+
+mitmproxy logs five INFO lines for every connection a client opens through it: client connect,
+server connect, "Streaming response from …", client disconnect, server disconnect. turnout
+records every call in the ledger, so for its users those lines are noise — and they are not free:
+formatting and writing them costs ~0.4 ms of CPU per connection, on the event loop, before the
+CONNECT is answered and before the response headers go out. Clients that open a connection per
+call (the sync OpenAI SDK does for every stream) pay it on every call.
+
+The same logger also builds a dozen DEBUG records per connection ("[tls] tls established",
+"closing transports…") that no handler shows unless asked for debug output (mitmproxy runs its
+root logger at DEBUG and filters in the handlers, so each one is built and then discarded): its
+level is raised to INFO, so they are not built at all.
+
+Only those lines are dropped: everything else mitmproxy logs on the same logger (errors reaching
+the provider, protocol errors, TLS handshake failures, idle timeouts) still shows.
+`--set turnout_connection_log=true` (or `turnout proxy -v`) keeps them all, debug lines included.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import ctx
+
+LOGGER = "mitmproxy.proxy.server"  # mitmproxy's ConnectionHandler.log, which also relays the layers' Log commands
+ROUTINE = frozenset({"client connect", "client disconnect"})
+ROUTINE_PREFIXES = ("server connect ", "server disconnect ", "Streaming response from ", "Streaming request to ")
+
+
+class RoutineConnectionLines(logging.Filter):
+    """Drops the INFO lines mitmproxy writes for every connection; lets every other record through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        msg = record.msg
+        return not isinstance(msg, str) or not (msg in ROUTINE or msg.startswith(ROUTINE_PREFIXES))
+
+
+class ConnectionLog:
+    def __init__(self) -> None:
+        self.filter = RoutineConnectionLines()
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "turnout_connection_log",
+            bool,
+            False,
+            "Log mitmproxy's routine lines for every connection (client/server connect and disconnect, "
+            "'Streaming response from'). Off by default: the ledger records every call.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "turnout_connection_log" in updated:
+            self._apply(ctx.options.turnout_connection_log)
+
+    def _apply(self, on: bool) -> None:
+        logger = logging.getLogger(LOGGER)
+        if on:
+            logger.removeFilter(self.filter)
+            logger.setLevel(logging.NOTSET)
+        else:
+            logger.addFilter(self.filter)
+            logger.setLevel(logging.INFO)
+
+    def done(self) -> None:
+        self._apply(True)
