@@ -15,16 +15,20 @@ addons have that hook or have children (script loaders, whose scripts can come a
 list is rebuilt whenever an addon is added, registered or removed (script reloads included) and
 at every lifecycle event (`load`, `configure`, `running`, `done`). The one thing it does not see
 is a plain addon object gaining a hook attribute it did not have, between two of those points.
-`--set turnout_fast_dispatch=false` restores mitmproxy's own method.
+It also replaces `handle_lifecycle` (the hook, then `update` for a flow), so that neither reads a
+hook's arguments through `dataclasses.fields()` on every event: their names are kept per hook class.
+Errors are caught with a plain `try` and only then handed to `safecall`, which logs them as usual.
+`--set turnout_fast_dispatch=false` restores mitmproxy's own methods.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 from typing import Any, Callable
 
-from mitmproxy import ctx, exceptions, hooks
+from mitmproxy import ctx, exceptions, flow, hooks
 from mitmproxy.addonmanager import AddonManager, safecall
 
 
@@ -53,6 +57,20 @@ def _collect(addon: Any, name: str, out: list[Callable[..., Any]]) -> None:
     if hasattr(addon, "addons"):
         for child in addon.addons:
             _collect(child, name, out)
+
+
+_ARG_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def hook_args(event: hooks.Hook) -> list[Any]:
+    """`event.args()` without `dataclasses.fields()` on every call (its field names, once per hook class)."""
+    cls = type(event)
+    names = _ARG_NAMES.get(cls)
+    if names is None:
+        if cls.args is not hooks.Hook.args:  # a hook with its own args(): ask it every time
+            return event.args()
+        names = _ARG_NAMES[cls] = tuple(f.name for f in dataclasses.fields(event))  # type: ignore[arg-type]
+    return [getattr(event, n) for n in names]
 
 
 # Events after which the set of addons, or their options, may differ: the visit lists start afresh.
@@ -90,19 +108,29 @@ async def trigger_event(self: AddonManager, event: hooks.Hook) -> None:
         except Exception:  # noqa: BLE001 - looked up again under safecall below, which logs it as mitmproxy does
             funcs = None
         if funcs == []:
-            continue  # a script loader with no script handling this event: no context manager, no coroutine
+            continue  # a script loader with no script handling this event: no coroutine, nothing to guard
         try:
-            with safecall():
-                if funcs is None:
-                    funcs = hook_funcs(addon, name)
-                if args is None:
-                    args = event.args()  # the same objects for every hook: compute once per event
-                for func in funcs:
-                    res = func(*args)
-                    if res is not None and inspect.isawaitable(res):
-                        await res
+            if funcs is None:
+                funcs = hook_funcs(addon, name)
+            if args is None:
+                args = hook_args(event)  # the same objects for every hook: compute once per event
+            for func in funcs:
+                res = func(*args)
+                if res is not None and inspect.isawaitable(res):
+                    await res
         except exceptions.AddonHalt:
             return
+        except Exception:  # noqa: BLE001 - what `with safecall():` does, without entering it for every addon
+            with safecall():  # logs "Addon error: …" with the traceback; lets OptionsError through
+                raise
+
+
+async def handle_lifecycle(self: AddonManager, event: hooks.Hook) -> None:
+    """Drop-in for `AddonManager.handle_lifecycle`: the hook, then `update` for a flow hook."""
+    message = hook_args(event)[0]
+    await self.trigger_event(event)
+    if isinstance(message, flow.Flow):
+        await self.trigger_event(hooks.UpdateHook([message]))
 
 
 def _forgetting(manager: AddonManager, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,10 +172,11 @@ class Dispatch:
         m = self.manager
         if m is None:
             return
-        for attr in ("trigger_event", *_MUTATORS, _VISIT):
+        for attr in ("trigger_event", "handle_lifecycle", *_MUTATORS, _VISIT):
             m.__dict__.pop(attr, None)
         if fast:
             m.trigger_event = types.MethodType(trigger_event, m)  # type: ignore[method-assign]
+            m.handle_lifecycle = types.MethodType(handle_lifecycle, m)  # type: ignore[method-assign]
             for attr in _MUTATORS:
                 setattr(m, attr, _forgetting(m, getattr(m, attr)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import types
 
@@ -69,6 +70,7 @@ def run_events(*, halt: bool = False) -> list[str]:
                 manager.add(a)
             if mode == "fast":
                 manager.trigger_event = types.MethodType(dispatch.trigger_event, manager)  # type: ignore[method-assign]
+                manager.handle_lifecycle = types.MethodType(dispatch.handle_lifecycle, manager)  # type: ignore[method-assign]
             log.append(f"-- {mode}")
             tctx.master.event_loop.run_until_complete(manager.handle_lifecycle(HttpRequestHook(tflow.tflow())))
     return log
@@ -109,8 +111,10 @@ def test_the_option_switches_back_to_mitmproxys_own_dispatch() -> None:
     with taddons.context(d) as tctx:
         manager = tctx.master.addons
         assert manager.trigger_event.__func__ is dispatch.trigger_event
+        assert manager.handle_lifecycle.__func__ is dispatch.handle_lifecycle
         tctx.configure(d, turnout_fast_dispatch=False)
         assert manager.trigger_event.__func__ is AddonManager.trigger_event
+        assert manager.handle_lifecycle.__func__ is AddonManager.handle_lifecycle
         tctx.configure(d, turnout_fast_dispatch=True)
         assert manager.trigger_event.__func__ is dispatch.trigger_event
         d.done()
@@ -151,3 +155,27 @@ def test_children_are_looked_up_at_every_event() -> None:
         loader.addons = [Recorder(log, "script")]  # a (re)loaded script
         tctx.master.event_loop.run_until_complete(manager.trigger_event(event))
         assert log == ["loader.request", "loader.request", "script.request"]
+
+
+def test_hook_args_are_the_stock_args_for_every_mitmproxy_hook() -> None:
+    for name, cls in hooks.all_hooks.items():
+        if name in ("load", "configure", "running", "done", "update"):
+            continue
+        values = {f.name: object() for f in dataclasses.fields(cls)}
+        event = cls(**values)
+        assert dispatch.hook_args(event) == event.args(), name
+        assert dispatch.hook_args(event) == event.args(), name  # second call: from the per-class names
+
+
+def test_an_options_error_from_a_hook_propagates_like_stock() -> None:
+    class Strict:
+        def request(self, flow) -> None:
+            raise exceptions.OptionsError("bad option")
+
+    with taddons.context() as tctx:
+        for method in (AddonManager.trigger_event, dispatch.trigger_event):
+            manager = AddonManager(tctx.master)
+            manager.add(Strict())
+            manager.trigger_event = types.MethodType(method, manager)  # type: ignore[method-assign]
+            with pytest.raises(exceptions.OptionsError, match="bad option"):
+                tctx.master.event_loop.run_until_complete(manager.trigger_event(HttpRequestHook(tflow.tflow())))
