@@ -4,7 +4,8 @@ responses, embeddings, legacy completions, and errors on demand.
 Behaviour is chosen by the request, as a client would choose it:
 - model `error-429` / `error-500` / `error-400` answer that status with an OpenAI error body;
 - a request with `tools` answers with a tool call (unless the last message is a tool result);
-- headers `x-test-chunks` and `x-test-delay-ms` shape a stream (default 5 chunks, no delay);
+- headers `x-test-chunks` and `x-test-delay-ms` shape a stream (default 5 chunks, no delay; the
+  closing events — usage chunk, [DONE], message_stop — follow the last one at once);
 - header `x-test-hang-ms` delays the whole answer (timeouts, aborts).
 Every request received is kept in `server.requests` (method, path, headers, parsed body).
 
@@ -198,7 +199,8 @@ class Handler(BaseHTTPRequestHandler):
             events.append(chunk({}, "stop"))
         if include_usage:
             events.append({**base, "choices": [], "usage": usage})
-        self._stream([json.dumps(e, separators=(",", ":")) for e in events] + ["[DONE]"])
+        # the usage chunk and [DONE] leave with the last one, as a provider sends them: no delay between
+        self._stream([json.dumps(e, separators=(",", ":")) for e in events] + ["[DONE]"], tail=1 + include_usage)
 
     def completions(self, body: dict[str, Any]) -> None:
         text = f"completion of {str(body.get('prompt'))[:100]}"
@@ -213,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
         events.append({**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
         if include_usage:
             events.append({**base, "choices": [], "usage": usage})
-        self._stream([json.dumps(e) for e in events] + ["[DONE]"])
+        self._stream([json.dumps(e) for e in events] + ["[DONE]"], tail=1 + include_usage)
 
     def embeddings(self, body: dict[str, Any]) -> None:
         inputs = body.get("input")
@@ -274,8 +276,10 @@ class Handler(BaseHTTPRequestHandler):
         events.append(("message_stop", {}))
         self._stream([json.dumps({"type": n, **d}) for n, d in events], names=[n for n, _ in events])
 
-    def _stream(self, datas: list[str], names: list[str] | None = None) -> None:
+    def _stream(self, datas: list[str], names: list[str] | None = None, tail: int = 1) -> None:
+        """Send SSE events `x-test-delay-ms` apart; the last `tail` follow the one before at once."""
         delay = int(self.headers.get("x-test-delay-ms") or 0) / 1000
+        delayed = range(1, len(datas) - tail)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("transfer-encoding", "chunked")
@@ -283,7 +287,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for i, data in enumerate(datas):
-                if i and delay:
+                if delay and i in delayed:
                     time.sleep(delay)
                 head = f"event: {names[i]}\n" if names and i < len(names) else ""
                 payload = f"{head}data: {data}\n\n".encode()
