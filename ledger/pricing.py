@@ -29,7 +29,11 @@ class Usage(NamedTuple):
 
 @dataclass(frozen=True)
 class ModelRates:
-    """USD per million tokens. `source` says where the numbers came from."""
+    """USD per million tokens. `source` says where the numbers came from.
+
+    For tiered prices `cost()` asks genai-prices for the exact tier; the flat fields then hold the
+    dearest tier, so estimates built on them (a budget's worst case) stay upper bounds.
+    """
 
     input_mtok: float
     output_mtok: float
@@ -71,6 +75,15 @@ def _flat(value: Any) -> float | None:
     return None  # TieredPrices
 
 
+def _ceiling(value: Any) -> float | None:
+    """The highest rate a price can reach: a flat rate, or a TieredPrices' dearest tier."""
+    flat = _flat(value)
+    if flat is not None or value is None:
+        return flat
+    rates = [getattr(value, "base", None), *(getattr(t, "price", None) for t in getattr(value, "tiers", None) or ())]
+    return max((float(r) for r in rates if isinstance(r, Decimal | int | float)), default=None)
+
+
 @lru_cache(maxsize=1024)
 def _genai_rates(provider: str, model: str) -> ModelRates | None:
     from genai_prices import data_snapshot
@@ -85,13 +98,16 @@ def _genai_rates(provider: str, model: str) -> ModelRates | None:
     raw = {k: getattr(price, k, None) for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")}
     flat = {k: _flat(v) for k, v in raw.items()}
     tiered = any(raw[k] is not None and flat[k] is None for k in raw)
+    # Tiered prices (e.g. dearer past 200k prompt tokens) are priced exactly by cost(); the flat fields,
+    # which only estimates read (a budget's worst case), take the dearest tier so they bound the cost.
+    ceiling = {k: _ceiling(v) for k, v in raw.items()}
     return ModelRates(
-        input_mtok=flat["input_mtok"] or 0.0,
-        output_mtok=flat["output_mtok"] or 0.0,
-        cached_input_mtok=flat["cache_read_mtok"],
+        input_mtok=ceiling["input_mtok"] or 0.0,
+        output_mtok=ceiling["output_mtok"] or 0.0,
+        cached_input_mtok=ceiling["cache_read_mtok"],
         source=f"genai-prices:{info.id}",
         _tiered=price if tiered else None,
-        cache_write_mtok=flat["cache_write_mtok"],
+        cache_write_mtok=ceiling["cache_write_mtok"],
     )
 
 
