@@ -21,7 +21,7 @@ from . import config, state
 
 log = logging.getLogger(__name__)
 
-ROUTABLE = frozenset({"chat", "responses", "completions"})
+ROUTABLE = frozenset({"chat", "responses", "completions", "messages"})  # messages: Anthropic
 
 
 class Route:

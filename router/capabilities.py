@@ -6,7 +6,9 @@ deliberately conservative: a model missing from it, or a tag we are unsure a
 model supports, means "do not route". Stateful features that tie a request to
 the model that produced earlier state (``previous_response``,
 ``reasoning_items``, ``item_reference``, ``background``) and audio are listed
-for no model, so such requests are never routed.
+for no model, so such requests are never routed. Anthropic's server-side tools
+(web search, code execution, computer use…) are listed for no model either: a
+cheaper rung's support for each is not something to assume.
 
 Users can extend or override entries with ``[router.capabilities]``.
 """
@@ -35,6 +37,7 @@ KNOWN_TAGS: frozenset[str] = frozenset(
         "reasoning_items",
         "item_reference",
         "background",
+        "thinking",
     }
 )
 
@@ -48,6 +51,11 @@ DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
     "o4-mini": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort"}),
     "gpt-5-mini": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
     "gpt-5-nano": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
+    # Anthropic Messages API: images and PDF documents, client tools, extended thinking
+    **dict.fromkeys(
+        ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5"),
+        frozenset({"images", "files", "tools", "thinking"}),
+    ),
 }
 
 TAG_REASONS: dict[str, str] = {
@@ -67,6 +75,7 @@ TAG_REASONS: dict[str, str] = {
     "reasoning_items": "carries reasoning items",
     "item_reference": "references stored items",
     "background": "is a background request",
+    "thinking": "uses extended thinking",
 }
 
 

@@ -79,10 +79,17 @@ _SCRIPT_RES = (
 )
 
 _IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
-_FILE_PART_TYPES = frozenset({"file", "input_file"})
+_FILE_PART_TYPES = frozenset({"file", "input_file", "document"})
 _AUDIO_PART_TYPES = frozenset({"input_audio", "audio"})
 _TEXT_KEYS = ("text", "content", "input_text", "output_text", "refusal", "output", "arguments")
-_BUILTIN_TOOL_PREFIXES = ("file_search", "computer", "code_interpreter", "image_generation", "mcp", "local_shell")
+_BUILTIN_TOOL_PREFIXES = (
+    "file_search", "computer", "code_interpreter", "image_generation", "mcp", "local_shell",  # OpenAI
+    "bash", "text_editor", "code_execution", "web_fetch", "memory",  # Anthropic server / client-schema tools
+)  # fmt: skip
+# Anthropic content blocks: tool calls and results in the history; signed thinking blocks, tied to
+# the model that produced them (like OpenAI reasoning items).
+_TOOL_HISTORY_PART_TYPES = frozenset({"tool_use", "tool_result", "server_tool_use", "web_search_tool_result"})
+_THINKING_PART_TYPES = frozenset({"reasoning", "thinking", "redacted_thinking"})
 
 # ---------------------------------------------------------------- counting, fast and exact
 #
@@ -205,8 +212,10 @@ def _text_of(content: Any, sink: dict[str, bool], depth: int = 0) -> str:
             if ptype in _AUDIO_PART_TYPES:
                 sink["audio"] = True
                 return ""
-            if ptype == "reasoning":
+            if ptype in _THINKING_PART_TYPES:
                 sink["reasoning_items"] = True
+            elif ptype in _TOOL_HISTORY_PART_TYPES:
+                sink["tool_history"] = True
         for key in _TEXT_KEYS:
             value = content.get(key)
             if value is not None:
@@ -216,10 +225,13 @@ def _text_of(content: Any, sink: dict[str, bool], depth: int = 0) -> str:
 
 
 def _messages(body: dict[str, Any], sink: dict[str, bool]) -> tuple[str, list[tuple[str, str]]]:
-    """(api, [(role, text)]) across the three OpenAI request shapes."""
+    """(api, [(role, text)]) across the three OpenAI request shapes and Anthropic's Messages API."""
     out: list[tuple[str, str]] = []
     msgs = body.get("messages")
     if isinstance(msgs, list):
+        system = body.get("system")  # Anthropic: the system prompt is a top-level string or text blocks
+        if system is not None:
+            out.append(("system", _text_of(system, sink)))
         for m in msgs:
             if isinstance(m, dict):
                 role = m.get("role")
@@ -317,11 +329,14 @@ def _tools_info(body: dict[str, Any], uses: set[str]) -> tuple[int, str | None]:
     functions = body.get("functions")
     if isinstance(functions, list):
         n_tools += sum(1 for f in functions if isinstance(f, dict))
+    if isinstance(body.get("mcp_servers"), list) and body["mcp_servers"]:
+        uses.add("builtin_tools")  # Anthropic's MCP connector: tools run by the provider
     tc = body.get("tool_choice", body.get("function_call"))
     if isinstance(tc, str):
         tool_choice: str | None = tc
     elif isinstance(tc, dict):
-        tool_choice = "specific"
+        # Anthropic spells the modes as {"type": "auto" | "any" | "none" | "tool"}
+        tool_choice = {"auto": "auto", "none": "none", "any": "required"}.get(tc.get("type"), "specific")  # type: ignore[arg-type]
     else:
         tool_choice = None
     if n_tools:
@@ -405,6 +420,9 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         uses.add("previous_response")
     if body.get("background"):
         uses.add("background")
+    thinking = body.get("thinking")  # Anthropic extended thinking: {"type": "enabled", "budget_tokens": …}
+    if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
+        uses.add("thinking")
 
     max_tokens = None
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):

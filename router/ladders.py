@@ -3,8 +3,13 @@
 A request for a model on a ladder may be routed one rung down (never more:
 each rung is a product decision the user made, and the difficulty model is
 trained on one strong/weak pair). Dated snapshots (``gpt-4o-2024-08-06``,
-``gpt-4-0613``) resolve to their base name's ladder; the cheaper model is
-named by its alias so it tracks the provider's current snapshot.
+``gpt-4-0613``, ``claude-sonnet-4-5-20250929``) resolve to their base name's
+ladder; the cheaper model is named by its alias so it tracks the provider's
+current snapshot.
+
+The default Anthropic ladders step down within one model generation (Opus →
+Sonnet → Haiku of the same version), as the OpenAI ones stay within a family,
+and never onto a model the provider has announced it will retire.
 """
 
 from __future__ import annotations
@@ -19,13 +24,20 @@ DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("o3", "o4-mini"),
         ("gpt-5", "gpt-5-mini", "gpt-5-nano"),
     ),
+    "anthropic": (
+        ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"),
+        ("claude-opus-5", "claude-sonnet-5"),
+        ("claude-opus-4-6", "claude-sonnet-4-6"),
+        ("claude-sonnet-4-5", "claude-haiku-4-5"),  # nothing is routed *to* Sonnet 4.5: retired 2026-11-30
+    ),
 }
 
-_SNAPSHOT_RE = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+_SNAPSHOT_RE = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
 def base_model(model: str) -> str:
-    """``gpt-4o-2024-08-06`` -> ``gpt-4o``; other names unchanged (lower-cased, stripped)."""
+    """``gpt-4o-2024-08-06`` -> ``gpt-4o``, ``claude-haiku-4-5-20251001`` -> ``claude-haiku-4-5``;
+    other names unchanged (lower-cased, stripped)."""
     name = model.strip().lower()
     m = _SNAPSHOT_RE.match(name)
     return m.group("base") if m else name

@@ -73,3 +73,21 @@ def test_budget_block_reaches_the_anthropic_sdk_as_its_own_error(make_proxy, tmp
     with pytest.raises(anthropic.RateLimitError) as exc:
         client.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "two"}])
     assert exc.value.body["type"] == "error" and exc.value.body["error"]["code"] == "budget_exceeded"
+
+
+def test_messages_are_routed_down_the_anthropic_ladder(make_proxy, upstream):
+    """Route mode: a simple question for Sonnet goes to Haiku; the ledger keeps what it would have cost."""
+    proxy = make_proxy(*HOSTS, "--mode", "route", "--set", "turnout_cache=false")
+    client = proxy.anthropic_client(max_retries=0)
+    ask = {"max_tokens": 100, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    raw = client.messages.with_raw_response.create(model="claude-sonnet-5-5", system="Be brief.", **ask)
+    assert upstream.requests[-1]["body"]["model"] == "claude-haiku-5-5"
+    assert raw.headers["x-turnout-decision"] == "route" and raw.headers["x-turnout-routed-from"] == "claude-sonnet-5-5"
+    assert raw.parse().model == "claude-haiku-5-5"
+    # web search runs at the provider: never routed (the cheaper rung is not known to have it)
+    client.messages.create(model="claude-sonnet-5-5", tools=[{"type": "web_search_20250305", "name": "web_search"}], **ask)
+    assert upstream.requests[-1]["body"]["model"] == "claude-sonnet-5-5"
+    routed, kept = proxy.wait_rows(2)
+    assert (routed["requested_model"], routed["model"], routed["routed"]) == ("claude-sonnet-5-5", "claude-haiku-5-5", 1)
+    assert routed["baseline_cost_usd"] > routed["cost_usd"] > 0  # priced at Sonnet's and Haiku's rates
+    assert kept["routed"] is None and kept["decision"] == "skip"

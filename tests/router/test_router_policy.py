@@ -182,3 +182,83 @@ def test_target_quality_resolution():
 def test_bad_config_raises_value_error(cfg, match):
     with pytest.raises(ValueError, match=match):
         RoutingPolicy.from_config(cfg)
+
+
+# -- Anthropic Messages API -----------------------------------------------------------------------
+
+
+def claude(model="claude-sonnet-5-5", content=QUESTION, **extra):
+    return {"model": model, "max_tokens": 1024, "messages": [{"role": "user", "content": content}], **extra}
+
+
+@pytest.mark.parametrize(
+    "model,cheaper",
+    [
+        ("claude-opus-5-5", "claude-sonnet-5-5"),
+        ("claude-sonnet-5-5", "claude-haiku-5-5"),
+        ("claude-opus-5", "claude-sonnet-5"),
+        ("claude-opus-4-6", "claude-sonnet-4-6"),
+        ("claude-sonnet-4-5", "claude-haiku-4-5"),
+        ("claude-sonnet-4-5-20250929", "claude-haiku-4-5"),
+    ],
+)
+def test_anthropic_ladders_and_dated_snapshots(always, model, cheaper):
+    d = always.decide(claude(model), provider="anthropic")
+    assert (d.decision, d.would_route_to) == ("route", cheaper)
+    assert always.decide(claude(model), provider="openai").decision == "skip"  # ladders are per provider
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-haiku-5-5", "claude-3-opus-20240229", "claude-sonnet-4-6", "claude-opus-4-5"])
+def test_anthropic_bottom_rungs_and_unknown_models_skip(always, model):
+    assert always.decide(claude(model), provider="anthropic").decision == "skip"
+
+
+def test_anthropic_system_prompt_and_content_blocks_are_read():
+    from turnout.router.features import extract_features
+
+    f = extract_features(claude(
+        system=[{"type": "text", "text": "You are a terse assistant."}],
+        content=[{"type": "text", "text": "What is in this document?"},
+                 {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "x"}},
+                 {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}],
+    ))  # fmt: skip
+    assert f.has_system and f.system_chars == len("You are a terse assistant.")
+    assert f.user_text == "what is in this document?" and {"files", "images"} <= f.uses
+    tools = extract_features(claude(tools=[{"name": "get_weather", "input_schema": {"type": "object"}}], tool_choice={"type": "any"}))
+    assert tools.has_tools and tools.tool_choice == "required" and "tools" in tools.uses
+    history = extract_features({"model": "claude-sonnet-4-5", "messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "18 C, cloudy"}]},
+    ]})  # fmt: skip
+    assert history.has_tool_results
+
+
+def test_anthropic_capability_rules():
+    p = RoutingPolicy.from_config({"threshold": 0.0, "never_route_tasks": []})  # only the capability rules decide
+
+    def decide(b: dict) -> RoutingDecision:
+        return p.decide(b, provider="anthropic")
+
+    # client tools, images, documents and extended thinking: the cheaper rung has them
+    ok = claude(tools=[{"name": "lookup", "input_schema": {"type": "object"}}], thinking={"type": "enabled", "budget_tokens": 2048},
+                content=[{"type": "text", "text": QUESTION}, {"type": "image", "source": {"type": "url", "url": "u"}}])  # fmt: skip
+    assert (decide(ok).decision, decide(ok).would_route_to) == ("route", "claude-haiku-5-5")
+    assert decide(claude(thinking={"type": "disabled"})).decision == "route"
+    no_thinking = RoutingPolicy.from_config({"threshold": 0.0, "capabilities": {"claude-haiku-5-5": ["images"]}})
+    d = no_thinking.decide(claude(thinking={"type": "enabled", "budget_tokens": 2048}), provider="anthropic")
+    assert d.decision == "skip" and "extended thinking" in d.reason
+    # server-side tools, MCP servers and signed thinking blocks from an earlier turn are never routed
+    web = decide(claude(tools=[{"type": "web_search_20250305", "name": "web_search"}]))
+    assert web.decision == "skip" and "web search" in web.reason
+    code = decide(claude(tools=[{"type": "code_execution_20250522", "name": "code_execution"}]))
+    assert code.decision == "skip" and "built-in tools" in code.reason
+    mcp = decide(claude(mcp_servers=[{"type": "url", "url": "https://mcp", "name": "m"}]))
+    assert mcp.decision == "skip" and "built-in tools" in mcp.reason
+    signed = {"model": "claude-sonnet-5-5", "messages": [
+        {"role": "user", "content": "Think: is 91 prime?"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "91 = 7*13", "signature": "sig"}, {"type": "text", "text": "No."}]},
+        {"role": "user", "content": "And 97?"},
+    ]}  # fmt: skip
+    d = decide(signed)
+    assert d.decision == "skip" and "reasoning items" in d.reason
