@@ -27,7 +27,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"turnout classify: {e}") from None
     out = sys.stdout
-    for result in classify_records(sys.stdin, policy):
+    for result in classify_records(sys.stdin, policy, provider=args.provider):
         out.write(json.dumps(result, ensure_ascii=False) + "\n")
     return 0
 
@@ -137,6 +137,10 @@ def cmd_savings(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("classify", help="classify request bodies (JSON lines on stdin) and print routing decisions")
     sp.add_argument("--config", help="turnout's TOML config file (the [router] table)")
+    sp.add_argument(
+        "--provider", default="openai", choices=("openai", "anthropic"),
+        help="whose ladders to route on (the bodies' shape: OpenAI or Anthropic Messages)",
+    )  # fmt: skip
     sp.set_defaults(func=cmd_classify)
 
     sp = sub.add_parser("train", help="retrain the difficulty model and print validation APGR")
