@@ -17,7 +17,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from turnout.ledger.pricing import PriceBook, Usage, load_price_file, parse_price_overrides
+from turnout.ledger.pricing import PriceBook, Usage, load_genai_prices, load_price_file, parse_price_overrides
 from turnout.ledger.sse import SSEParser, incremental_decoder, parse_event_block, split_complete
 from turnout.ledger.store import iso_utc
 from turnout.ledger.writer import LedgerWriter
@@ -149,6 +149,7 @@ class Record:
             except (OSError, ValueError) as e:
                 raise exceptions.OptionsError(f"turnout_prices: {e}") from None
             self.prices = PriceBook(overrides)
+            load_genai_prices()
         if "turnout_store_bodies" in updated:
             self.store_bodies = ctx.options.turnout_store_bodies
         if "turnout_drain" in updated and not 0 <= ctx.options.turnout_drain <= 3600:

@@ -84,6 +84,14 @@ def _ceiling(value: Any) -> float | None:
     return max((float(r) for r in rates if isinstance(r, Decimal | int | float)), default=None)
 
 
+def load_genai_prices() -> None:
+    """Import genai-prices and read its price snapshot now (~0.1 s cold), at start: done lazily, it would
+    stall the proxy's event loop inside the first priced call."""
+    from genai_prices import data_snapshot
+
+    data_snapshot.get_snapshot()
+
+
 @lru_cache(maxsize=1024)
 def _genai_rates(provider: str, model: str) -> ModelRates | None:
     from genai_prices import data_snapshot
