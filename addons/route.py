@@ -22,6 +22,9 @@ from . import config, state
 log = logging.getLogger(__name__)
 
 ROUTABLE = frozenset({"chat", "responses", "completions", "messages"})  # messages: Anthropic
+# A beta feature is switched on per model (e.g. Anthropic's 1M-token context): never routed away from it.
+BETA_HEADERS = ("anthropic-beta", "openai-beta")
+BETA = frozenset({"beta"})
 
 
 class Route:
@@ -80,6 +83,7 @@ class Route:
             provider=llm.provider.name,
             api_key_fp=llm.api_key_fp,
             feature=llm.columns.get("feature"),
+            also_uses=BETA if any(h in llm.headers for h in BETA_HEADERS) else frozenset(),
         )
         llm.columns.update(
             task=d.task,

@@ -86,6 +86,7 @@ _BUILTIN_TOOL_PREFIXES = (
     "file_search", "computer", "code_interpreter", "image_generation", "mcp", "local_shell",  # OpenAI
     "bash", "text_editor", "code_execution", "web_fetch", "memory",  # Anthropic server / client-schema tools
 )  # fmt: skip
+_ANTHROPIC_TOOL_CHOICE = {"auto": "auto", "none": "none", "any": "required"}
 # Anthropic content blocks: tool calls and results in the history; signed thinking blocks, tied to
 # the model that produced them (like OpenAI reasoning items).
 _TOOL_HISTORY_PART_TYPES = frozenset({"tool_use", "tool_result", "server_tool_use", "web_search_tool_result"})
@@ -336,7 +337,8 @@ def _tools_info(body: dict[str, Any], uses: set[str]) -> tuple[int, str | None]:
         tool_choice: str | None = tc
     elif isinstance(tc, dict):
         # Anthropic spells the modes as {"type": "auto" | "any" | "none" | "tool"}
-        tool_choice = {"auto": "auto", "none": "none", "any": "required"}.get(tc.get("type"), "specific")  # type: ignore[arg-type]
+        kind = tc.get("type")
+        tool_choice = _ANTHROPIC_TOOL_CHOICE.get(kind, "specific") if isinstance(kind, str) else "specific"
     else:
         tool_choice = None
     if n_tools:
@@ -362,15 +364,18 @@ def _excerpt(text: str) -> str:
     return text[:ANALYSIS_HEAD_CHARS] + "\n" + text[-ANALYSIS_TAIL_CHARS:]
 
 
+UNREADABLE = "unreadable"  # a `uses` tag no model has: a body the extractor could not read is never routed
+
+
 def extract_features(body: Any) -> RequestFeatures:
     """Features of one request body; returns defaults for anything unusable."""
     if not isinstance(body, dict):
         return RequestFeatures()
     try:
         return _extract(body)
-    except Exception:  # defensive: a feature bug must never break proxying
+    except Exception:  # defensive: a feature bug must never break proxying — nor let a request skip the checks
         model = body.get("model")
-        return RequestFeatures(model=model if isinstance(model, str) else None)
+        return RequestFeatures(model=model if isinstance(model, str) else None, uses=frozenset({UNREADABLE}))
 
 
 def _extract(body: dict[str, Any]) -> RequestFeatures:

@@ -4,8 +4,9 @@ A request for a model on a ladder may be routed one rung down (never more:
 each rung is a product decision the user made, and the difficulty model is
 trained on one strong/weak pair). Dated snapshots (``gpt-4o-2024-08-06``,
 ``gpt-4-0613``, ``claude-sonnet-4-5-20250929``) resolve to their base name's
-ladder; the cheaper model is named by its alias so it tracks the provider's
-current snapshot.
+ladder; the cheaper model is sent as the ladder names it — the defaults name
+aliases, which track the provider's current snapshot; a configured ladder may
+pin a dated one.
 
 The default Anthropic ladders step down within one model generation (Opus →
 Sonnet → Haiku of the same version), as the OpenAI ones stay within a family,
@@ -15,6 +16,7 @@ and never onto a model the provider has announced it will retire.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Mapping
 
 DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -35,6 +37,7 @@ DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
 _SNAPSHOT_RE = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
+@lru_cache(maxsize=4096)  # a handful of model names, asked about on every request
 def base_model(model: str) -> str:
     """``gpt-4o-2024-08-06`` -> ``gpt-4o``, ``claude-haiku-4-5-20251001`` -> ``claude-haiku-4-5``;
     other names unchanged (lower-cased, stripped)."""
@@ -68,17 +71,18 @@ def parse_ladders(raw: Any) -> dict[str, tuple[tuple[str, ...], ...]]:
                 raise ValueError(
                     f"router.ladders.{provider}: each ladder must list at least two model names, strong first; got {chain!r}"
                 )
-            parsed.append(tuple(base_model(m) for m in chain))
+            parsed.append(tuple(m.strip() for m in chain))  # as written: a pinned snapshot target stays pinned
         ladders[provider] = tuple(parsed)
     for provider, chains in ladders.items():
-        seen: dict[str, tuple[str, ...]] = {}
+        seen: dict[str, str] = {}  # base name -> its next rung
         for chain in chains:
-            if len(set(chain)) != len(chain):
+            bases = [base_model(m) for m in chain]
+            if len(set(bases)) != len(bases):
                 raise ValueError(f"router.ladders.{provider}: ladder {list(chain)} repeats a model")
-            for m in chain[:-1]:
-                if m in seen and seen[m] != chain:
+            for i, m in enumerate(bases[:-1]):
+                if m in seen and seen[m] != chain[i + 1]:
                     raise ValueError(f"router.ladders.{provider}: model {m!r} appears on two ladders with different next rungs")
-                seen[m] = chain
+                seen[m] = chain[i + 1]
     return ladders
 
 
@@ -90,6 +94,6 @@ def next_rung(ladders: Mapping[str, tuple[tuple[str, ...], ...]], provider: str,
     name = base_model(model)
     for chain in chains:
         for i, m in enumerate(chain[:-1]):
-            if m == name:
+            if base_model(m) == name:
                 return chain[i + 1]
     return None

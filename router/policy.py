@@ -177,14 +177,21 @@ class RoutingPolicy:
         provider: str = "openai",
         api_key_fp: str | None = None,
         feature: str | None = None,
+        also_uses: frozenset[str] = frozenset(),
     ) -> RoutingDecision:
-        """The routing decision for one request body; never raises."""
+        """The routing decision for one request body; never raises.
+
+        `also_uses`: capability tags the body cannot show, from the request around it (e.g. ``beta``
+        for a provider beta header, which is specific to the model it was written for).
+        """
         try:
-            return self._decide(body, provider, api_key_fp, feature)
+            return self._decide(body, provider, api_key_fp, feature, also_uses)
         except Exception as exc:  # defensive: the proxy must keep proxying
             return RoutingDecision("other", None, "skip", None, f"router error: {type(exc).__name__}")
 
-    def _decide(self, body: Any, provider: str, api_key_fp: str | None, feature: str | None) -> RoutingDecision:
+    def _decide(
+        self, body: Any, provider: str, api_key_fp: str | None, feature: str | None, also_uses: frozenset[str]
+    ) -> RoutingDecision:
         if not isinstance(body, dict):
             return RoutingDecision("other", None, "skip", None, "body is not a JSON object")
         f = extract_features(body)
@@ -206,7 +213,7 @@ class RoutingPolicy:
             return skip(f"no cheaper model for {f.model} ({provider})")
         if task in self.never_route_tasks:
             return skip(f"task {task} is never routed")
-        missing = missing_capabilities(f.uses, cheaper, self.capabilities)
+        missing = missing_capabilities(f.uses | also_uses, cheaper, self.capabilities)
         if missing:
             return skip(f"{TAG_REASONS.get(missing[0], 'uses ' + missing[0])}; {cheaper} lacks it")
         score = self.model.score(f)

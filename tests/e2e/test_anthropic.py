@@ -87,7 +87,11 @@ def test_messages_are_routed_down_the_anthropic_ladder(make_proxy, upstream):
     # web search runs at the provider: never routed (the cheaper rung is not known to have it)
     client.messages.create(model="claude-sonnet-5-5", tools=[{"type": "web_search_20250305", "name": "web_search"}], **ask)
     assert upstream.requests[-1]["body"]["model"] == "claude-sonnet-5-5"
-    routed, kept = proxy.wait_rows(2)
+    # a beta is switched on for the model asked for (e.g. a longer context): never routed either
+    client.messages.create(model="claude-sonnet-5-5", extra_headers={"anthropic-beta": "context-1m-2025-08-07"}, **ask)
+    assert upstream.requests[-1]["body"]["model"] == "claude-sonnet-5-5"
+    routed, web, beta = proxy.wait_rows(3)
     assert (routed["requested_model"], routed["model"], routed["routed"]) == ("claude-sonnet-5-5", "claude-haiku-5-5", 1)
     assert routed["baseline_cost_usd"] > routed["cost_usd"] > 0  # priced at Sonnet's and Haiku's rates
-    assert kept["routed"] is None and kept["decision"] == "skip"
+    assert web["routed"] is None and web["decision"] == "skip"  # a tool-use task, and web search besides
+    assert beta["routed"] is None and beta["decision"] == "skip" and "provider beta" in beta["route_reason"]

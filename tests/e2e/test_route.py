@@ -82,12 +82,19 @@ def test_classify_round_trips_the_shared_data(tmp_path):
     first, second = [json.loads(x) for x in bad.stdout.splitlines()]
     assert "decision" in first and "error" in second
     claude = '{"model": "claude-sonnet-5-5", "max_tokens": 64, "system": "Be brief.", "messages": [{"role": "user", "content": "What is the capital of France?"}]}\n'
+    cfg = tmp_path / "route-all.toml"
+    cfg.write_text("[router]\nthreshold = 0.0\n")  # every eligible request routes: the ladder decides
     by_provider = {
-        p: json.loads(subprocess.run(turnout_cmd("classify", "--provider", p), input=claude, capture_output=True, text=True, check=True).stdout)
+        p: json.loads(
+            subprocess.run(
+                turnout_cmd("classify", "--provider", p, "--config", str(cfg)), input=claude, capture_output=True, text=True, check=True
+            ).stdout
+        )
         for p in ("openai", "anthropic")
     }
     assert by_provider["openai"]["decision"] == "skip"  # no Claude model on OpenAI's ladders
-    assert by_provider["anthropic"]["decision"] in ("route", "keep") and by_provider["anthropic"]["task"] == "qa"
+    assert (by_provider["anthropic"]["decision"], by_provider["anthropic"]["would_route_to"]) == ("route", "claude-haiku-5-5")
+    assert by_provider["anthropic"]["task"] == "qa"
 
 
 def test_savings_report(proxy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from turnout.router import tokens
@@ -201,3 +201,22 @@ def test_fast_counters_past_the_per_line_limit():
 def test_memoised_ngram_set_matches_the_counting_hash(words):
     for n_buckets in (1 << 17, 1 << 4, 1000):  # powers of two take the memoised xor path
         assert hashed_word_ngram_set(words, n_buckets, 40) == set(hashed_word_ngrams(words, n_buckets, 40))
+
+
+_KEYS = ["type", "text", "content", "role", "model", "messages", "tools", "tool_choice", "system", "input", "prompt",
+         "thinking", "response_format", "reasoning", "max_tokens", "modalities", "audio", "function_call", "functions",
+         "mcp_servers", "instructions", "image_url", "name", "output", "arguments"]  # fmt: skip
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), c, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=6))
+@example({"tool_choice": {"type": []}})  # once raised: an unhashable tool_choice type
+@example({"messages": [{"role": "user", "content": [{"type": {"a": 1}}]}], "system": [{"type": None}]})
+def test_any_json_body_is_read_without_falling_back(body):
+    """Whatever shape a client sends, the extractor reads it (a fallback would make the request unroutable)."""
+    assert features.UNREADABLE not in features.extract_features(body).uses

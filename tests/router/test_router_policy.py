@@ -262,3 +262,33 @@ def test_anthropic_capability_rules():
     ]}  # fmt: skip
     d = decide(signed)
     assert d.decision == "skip" and "reasoning items" in d.reason
+
+
+def test_a_body_the_extractor_cannot_read_is_never_routed(monkeypatch):
+    """Fault injection: should feature extraction ever fail, the request must not skip the capability checks."""
+    import turnout.router.features as features
+
+    odd = body(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice={"type": ["auto"]},
+               content=[{"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": QUESTION}])  # fmt: skip
+    p = RoutingPolicy.from_config({"threshold": 0.0, "never_route_tasks": []})
+    assert p.decide(odd).decision == "route"  # read fine: images and tools are things gpt-4o-mini has
+
+    def broken(*a, **kw):
+        raise TypeError("a bug in the extractor")
+
+    monkeypatch.setattr(features, "_tools_info", broken)
+    d = p.decide(odd)
+    assert d.decision == "skip" and "could not be analysed" in d.reason
+
+
+def test_provider_betas_are_never_routed(always):
+    d = always.decide(claude(), provider="anthropic", also_uses=frozenset({"beta"}))
+    assert d.decision == "skip" and "provider beta" in d.reason
+
+
+def test_a_configured_ladder_can_pin_a_dated_target():
+    p = RoutingPolicy.from_config({"threshold": 0.0, "ladders": {"anthropic": [["claude-sonnet-5-5", "claude-haiku-4-5-20251001"]]}})
+    d = p.decide(claude("claude-sonnet-5-5-20260301"), provider="anthropic")
+    assert (d.decision, d.would_route_to) == ("route", "claude-haiku-4-5-20251001")  # sent as written
+    with pytest.raises(ValueError, match="different next rungs"):
+        parse_ladders({"openai": [["gpt-4o", "gpt-4o-mini"], ["gpt-4o-2024-08-06", "gpt-4.1-nano"]]})
