@@ -706,4 +706,4 @@ def worst_case(prompt: int, output: int, rates: Any) -> float:
     """USD of `prompt` input tokens + `output` output tokens at `rates` (a ModelRates, or None: 0)."""
     if rates is None:
         return 0.0
-    return (prompt * rates.input_mtok + output * rates.output_mtok) / 1_000_000
+    return rates.worst_case(prompt, output)

@@ -31,8 +31,8 @@ class Usage(NamedTuple):
 class ModelRates:
     """USD per million tokens. `source` says where the numbers came from.
 
-    For tiered prices `cost()` asks genai-prices for the exact tier; the flat fields then hold the
-    dearest tier, so estimates built on them (a budget's worst case) stay upper bounds.
+    For tiered prices (dearer past some prompt size) the flat fields hold the base tier; `cost()`
+    and `worst_case()` pick the tier the call's prompt reaches, as genai-prices does.
     """
 
     input_mtok: float
@@ -41,6 +41,13 @@ class ModelRates:
     source: str
     _tiered: Any = None
     cache_write_mtok: float | None = None  # a genai-prices ModelPrice when a flat rate cannot express it
+
+    def worst_case(self, prompt: int, output: int) -> float:
+        """USD of `prompt` uncached input tokens and `output` output tokens: what a call can cost at most
+        (prompt-cache writes aside, which Anthropic bills above the input rate)."""
+        if self._tiered is not None:
+            return (prompt * _tier_rate(self._tiered.input_mtok, prompt) + output * _tier_rate(self._tiered.output_mtok, prompt)) / 1e6
+        return (prompt * self.input_mtok + output * self.output_mtok) / 1_000_000
 
     def cost(self, usage: Usage) -> float:
         if self._tiered is not None:
@@ -75,13 +82,24 @@ def _flat(value: Any) -> float | None:
     return None  # TieredPrices
 
 
-def _ceiling(value: Any) -> float | None:
-    """The highest rate a price can reach: a flat rate, or a TieredPrices' dearest tier."""
+def _base(value: Any) -> float | None:
+    """A flat rate, or a TieredPrices' base tier."""
     flat = _flat(value)
     if flat is not None or value is None:
         return flat
-    rates = [getattr(value, "base", None), *(getattr(t, "price", None) for t in getattr(value, "tiers", None) or ())]
-    return max((float(r) for r in rates if isinstance(r, Decimal | int | float)), default=None)
+    return _flat(getattr(value, "base", None))
+
+
+def _tier_rate(value: Any, input_tokens: int) -> float:
+    """The rate that applies to a call with `input_tokens` prompt tokens (genai-prices' rule: the highest
+    tier whose start the prompt exceeds, else the base)."""
+    flat = _flat(value)
+    if flat is not None or value is None:
+        return flat or 0.0
+    for tier in reversed(getattr(value, "tiers", None) or ()):
+        if input_tokens > tier.start:
+            return float(tier.price)
+    return _flat(getattr(value, "base", None)) or 0.0
 
 
 def load_genai_prices() -> None:
@@ -106,16 +124,14 @@ def _genai_rates(provider: str, model: str) -> ModelRates | None:
     raw = {k: getattr(price, k, None) for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")}
     flat = {k: _flat(v) for k, v in raw.items()}
     tiered = any(raw[k] is not None and flat[k] is None for k in raw)
-    # Tiered prices (e.g. dearer past 200k prompt tokens) are priced exactly by cost(); the flat fields,
-    # which only estimates read (a budget's worst case), take the dearest tier so they bound the cost.
-    ceiling = {k: _ceiling(v) for k, v in raw.items()}
+    base = {k: _base(v) for k, v in raw.items()}  # tiered: the base tier (cost/worst_case pick the tier)
     return ModelRates(
-        input_mtok=ceiling["input_mtok"] or 0.0,
-        output_mtok=ceiling["output_mtok"] or 0.0,
-        cached_input_mtok=ceiling["cache_read_mtok"],
+        input_mtok=base["input_mtok"] or 0.0,
+        output_mtok=base["output_mtok"] or 0.0,
+        cached_input_mtok=base["cache_read_mtok"],
         source=f"genai-prices:{info.id}",
         _tiered=price if tiered else None,
-        cache_write_mtok=ceiling["cache_write_mtok"],
+        cache_write_mtok=base["cache_write_mtok"],
     )
 
 

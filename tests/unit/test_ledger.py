@@ -81,18 +81,22 @@ def test_prices_from_genai_prices_and_overrides(tmp_path):
         parse_price_overrides({"m": {"output_mtok": 2}})
 
 
-def test_tiered_prices_are_exact_and_their_flat_rates_bound_them():
+def test_tiered_prices_cost_and_worst_case_pick_the_tier_the_prompt_reaches():
     """claude-sonnet-4-5 costs $3/$15 per M tokens up to 200k prompt tokens and $6/$22.5 past that."""
     from turnout.ledger.budgets import worst_case
 
     book = PriceBook()
     rates = book.rates("anthropic", "claude-sonnet-4-5")
-    assert (rates.input_mtok, rates.output_mtok) == (6.0, 22.5)  # the dearest tier: what a worst case needs
-    assert book.cost("anthropic", "claude-sonnet-4-5", Usage(1000, 0, 100)) == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
-    big = Usage(300_000, 0, 1000)
+    assert (rates.input_mtok, rates.output_mtok) == (3.0, 15.0)  # the base tier
+    small, big = Usage(1000, 0, 100), Usage(300_000, 0, 1000)
+    assert book.cost("anthropic", "claude-sonnet-4-5", small) == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert book.cost("anthropic", "claude-sonnet-4-5", big) == pytest.approx((300_000 * 6 + 1000 * 22.5) / 1e6)
-    for usage in (Usage(1000, 0, 100), big):
-        assert worst_case(usage.prompt_tokens, usage.completion_tokens, rates) >= book.cost("anthropic", "claude-sonnet-4-5", usage)
+    for usage in (small, big):  # a budget reserves what the call costs uncached: no more, no less
+        assert worst_case(usage.prompt_tokens, usage.completion_tokens, rates) == pytest.approx(
+            book.cost("anthropic", "claude-sonnet-4-5", usage)
+        )
+    flat = book.rates("openai", "gpt-4o")
+    assert worst_case(1000, 100, flat) == pytest.approx((1000 * 2.5 + 100 * 10) / 1e6)
 
 
 def test_iso_utc_matches_datetime_formatting_to_the_millisecond():
