@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import shutil
 import ssl
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
+CA_KEY = "mitmproxy-ca.pem"  # the key and the certificate: its presence means the CA exists
 CA_CERT = "mitmproxy-ca-cert.pem"
 BUNDLE = "turnout-ca-bundle.pem"
 
@@ -88,17 +93,25 @@ def create_ca(confdir: Path, basename: str = "mitmproxy") -> None:
             basename.encode(), key if with_key else None, ca, None, serialization.NoEncryption()
         )
 
-    files = {  # what mitmproxy's CertStore.create_store writes, under the same names
-        f"{basename}-ca.pem": pem_key + pem_cert,
-        f"{basename}-ca.p12": p12(True),
-        f"{basename}-ca-cert.pem": pem_cert,
-        f"{basename}-ca-cert.cer": pem_cert,
-        f"{basename}-ca-cert.p12": p12(False),
-        f"{basename}-dhparam.pem": certs.DEFAULT_DHPARAM,
+    key_file = f"{basename}-ca.pem"
+    files = {  # what mitmproxy's CertStore.create_store writes, under the same names and modes
+        f"{basename}-ca.p12": (p12(True), 0o600),
+        f"{basename}-ca-cert.pem": (pem_cert, 0o644),
+        f"{basename}-ca-cert.cer": (pem_cert, 0o644),
+        f"{basename}-ca-cert.p12": (p12(False), 0o644),
+        f"{basename}-dhparam.pem": (certs.DEFAULT_DHPARAM, 0o644),
+        key_file: (pem_key + pem_cert, 0o600),  # last: once it is in place, the CA is complete
     }
-    with certs.CertStore.umask_secret():
-        for fname, data in files.items():
-            (confdir / fname).write_bytes(data)
+    staging = Path(tempfile.mkdtemp(prefix=".new-ca-", dir=confdir))
+    try:
+        for fname, (data, mode) in files.items():
+            fd = os.open(staging / fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for fname in files:
+            os.replace(staging / fname, confdir / fname)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_ca(confdir: Path | None = None) -> tuple[Path, Path]:
@@ -108,18 +121,35 @@ def ensure_ca(confdir: Path | None = None) -> tuple[Path, Path]:
     confdir = confdir or certs_dir()
     confdir.mkdir(parents=True, exist_ok=True)
     os.chmod(confdir, 0o700)
-    if not (confdir / "mitmproxy-ca.pem").exists():
-        create_ca(confdir)
-    certs.CertStore.from_store(str(confdir), "mitmproxy", 2048)  # loads it (and checks it loads)
-    ca = confdir / CA_CERT
-    bundle = confdir / BUNDLE
-    roots = system_roots()
-    text = (roots.read_text() if roots else "") + "\n# turnout CA\n" + ca.read_text()
-    if not bundle.exists() or bundle.read_text() != text:
-        tmp = bundle.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(bundle)
+    with _exclusive(confdir / ".lock"):  # `turnout run`s starting together must not write two CAs at once
+        if not (confdir / CA_KEY).exists():
+            create_ca(confdir)
+        certs.CertStore.from_store(str(confdir), "mitmproxy", 2048)  # loads it, and checks it loads (2048: unused)
+        ca = confdir / CA_CERT
+        bundle = confdir / BUNDLE
+        roots = system_roots()
+        text = (roots.read_text() if roots else "") + "\n# turnout CA\n" + ca.read_text()
+        if not bundle.exists() or bundle.read_text() != text:
+            tmp = bundle.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(bundle)
     return ca, bundle
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An exclusive advisory lock between processes (a no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def proxy_env(host: str, port: int, bundle: Path) -> dict[str, str]:

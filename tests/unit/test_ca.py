@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import stat
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mitmproxy import certs
 
@@ -20,6 +22,8 @@ def test_new_ca_is_p256_and_mitmproxy_forges_certificates_with_it(tmp_path: Path
     assert {"mitmproxy-ca.pem", "mitmproxy-ca.p12", "mitmproxy-ca-cert.pem", "mitmproxy-ca-cert.cer",
             "mitmproxy-ca-cert.p12", "mitmproxy-dhparam.pem"} <= names  # fmt: skip
     assert stat.S_IMODE((confdir / "mitmproxy-ca.pem").stat().st_mode) == 0o600  # the private key
+    assert stat.S_IMODE((confdir / "mitmproxy-ca.p12").stat().st_mode) == 0o600  # the key again
+    assert not [p for p in confdir.iterdir() if p.name.startswith(".new-ca-")]  # nothing left of the staging
     ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -67,3 +71,25 @@ def test_an_existing_ca_is_kept(tmp_path: Path) -> None:
     ca_cert, _ = environment.ensure_ca(confdir)
     assert (confdir / "mitmproxy-ca.pem").read_bytes() == before
     assert isinstance(x509.load_pem_x509_certificate(ca_cert.read_bytes()).public_key(), rsa.RSAPublicKey)
+
+
+def _ensure(confdir: str) -> str:
+    return str(environment.ensure_ca(Path(confdir))[0])
+
+
+def test_processes_starting_together_end_with_one_consistent_ca(tmp_path: Path) -> None:
+    import multiprocessing
+
+    confdir = tmp_path / "certs"
+    old = os.umask(0o022)  # the usual one, inherited by the processes below
+    try:
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            pool.map(_ensure, [str(confdir)] * 8)
+    finally:
+        os.umask(old)
+    key = serialization.load_pem_private_key((confdir / "mitmproxy-ca.pem").read_bytes(), None)
+    for name in ("mitmproxy-ca.pem", "mitmproxy-ca-cert.pem", "mitmproxy-ca-cert.cer"):
+        cert = x509.load_pem_x509_certificate((confdir / name).read_bytes())
+        assert cert.public_key() == key.public_key(), name  # every file describes the same CA
+    assert stat.S_IMODE((confdir / "mitmproxy-ca-cert.pem").stat().st_mode) == 0o644  # clients read it
+    assert stat.S_IMODE((confdir / "mitmproxy-ca.pem").stat().st_mode) == 0o600  # only the key is private
