@@ -63,7 +63,7 @@ class Breakers:
             llm.response_headers["x-turnout-clamped"] = change
         if self.spikes.specs:
             tokens = await flow_prompt_tokens(flow, llm) + max_output(llm.body, cfg.default_max_output)
-            if flow.error or not flow.live:  # the client went away while we counted
+            if flow.error or not flow.live:  # killed (mitmweb, shutdown) while we counted
                 return
             refused = self.spikes.check(scope_props(llm), tokens, time.time())
             if refused is not None:

@@ -55,7 +55,7 @@ def scope_props(llm: state.LLMFlow) -> dict[str, str | None]:
 
 
 async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
-    """Exact prompt tokens of the request, counted once per flow (Breakers and Budget both need them)."""
+    """The request's prompt tokens, counted in full once per flow (Breakers and Budget both need them)."""
     n = flow.metadata.get(_PROMPT_TOKENS)
     if n is None:
         text, messages = prompt_text(llm.body)
@@ -144,7 +144,7 @@ class Budget:
             record = ctx.master.addons.get("record")
             rates = record.prices.rates(llm.provider.name, llm.model) if record is not None else None
             usd, tokens = worst_case(prompt, output, rates), prompt + output
-            if flow.error or not flow.live:  # the client went away while we counted
+            if flow.error or not flow.live:  # killed (mitmweb, shutdown) while we counted
                 return
         now = time.time()
         res = self.book.reserve(props, usd, tokens, now)

@@ -10,7 +10,7 @@ call (the sync OpenAI SDK does for every stream) pay it on every call.
 The same logger also builds a dozen DEBUG records per connection ("[tls] tls established",
 "closing transports…") that no handler shows unless asked for debug output (mitmproxy runs its
 root logger at DEBUG and filters in the handlers, so each one is built and then discarded): its
-level is raised to INFO, so they are not built at all.
+level is raised to INFO, so those records are not built (the messages themselves still are).
 
 Only those lines are dropped: everything else mitmproxy logs on the same logger (errors reaching
 the provider, protocol errors, TLS handshake failures, idle timeouts) still shows.

@@ -100,8 +100,8 @@ def test_concurrent_requests_overshoot_at_most_the_in_flight_reservations(make_p
     assert kinds.count("budget_alert") == 1 and kinds.count("budget_blocked") == 1  # once per window each
 
 
-def test_long_prompt_is_reserved_at_its_exact_token_count(make_proxy, tmp_path):
-    """A prompt long enough to be counted off the event loop is still counted exactly and reserved.
+def test_long_prompt_is_reserved_at_its_full_token_count(make_proxy, tmp_path):
+    """A prompt long enough to be counted off the event loop is still counted in full and reserved.
 
     While the long call is in flight its worst case (prompt + max_tokens) is held: a budget of exactly
     that many tokens refuses the next request, one token more lets it through.
