@@ -81,6 +81,32 @@ TAG_REASONS: dict[str, str] = {
 }
 
 
+# The most output tokens a cheaper rung accepts: a request asking for more is not routed to it (the
+# provider would answer 400). Only what is documented; `[router.max_output]` adds or overrides.
+DEFAULT_MAX_OUTPUT: dict[str, int] = {
+    "gpt-4o-mini": 16_384,
+    "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768,
+    "o4-mini": 100_000,
+    "gpt-5-mini": 128_000,
+    "gpt-5-nano": 128_000,
+    "claude-haiku-4-5": 64_000,
+}
+
+
+def parse_max_output(raw: Any) -> dict[str, int]:
+    limits = dict(DEFAULT_MAX_OUTPUT)
+    if raw is None:
+        return limits
+    if not isinstance(raw, Mapping):
+        raise ValueError("router.max_output must be a table of model = tokens")
+    for model, n in raw.items():
+        if not isinstance(model, str) or isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"router.max_output.{model}: expected a positive number of tokens, got {n!r}")
+        limits[base_model(model)] = n
+    return limits
+
+
 def parse_capabilities(raw: Any) -> dict[str, frozenset[str]]:
     caps = dict(DEFAULT_CAPABILITIES)
     if raw is None:

@@ -7,7 +7,9 @@ Order of checks in :meth:`RoutingPolicy.decide` (first that applies wins):
 3. no cheaper rung on the provider's ladder                  -> ``skip``
 4. task on the never-route list                              -> ``skip``
 5. request uses something the cheaper model lacks            -> ``skip``
-6. score >= threshold                                        -> ``route``, else ``keep``
+   (or a provider beta, or a body the extractor could not read)
+6. request asks for more output than the cheaper model gives -> ``skip``
+7. score >= threshold                                        -> ``route``, else ``keep``
 
 The score is only computed for eligible requests (``score`` is None on skip),
 which keeps skipped requests cheap. ``target_quality`` is turned into a
@@ -29,6 +31,7 @@ Config (``[router]`` table; every key optional)::
     never_route_api_keys = ["<fingerprint>", …]
     [router.ladders]      openai = [["gpt-4o", "gpt-4o-mini"], …]
     [router.capabilities] "gpt-4o-mini" = ["images", "tools", …]
+    [router.max_output]   "gpt-4o-mini" = 16384
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .capabilities import TAG_REASONS, missing_capabilities, parse_capabilities
+from .capabilities import DEFAULT_MAX_OUTPUT, TAG_REASONS, missing_capabilities, parse_capabilities, parse_max_output
 from .difficulty import DifficultyModel, load_model
 from .features import extract_features
-from .ladders import next_rung, parse_ladders
+from .ladders import base_model, next_rung, parse_ladders
 from .tasks import TASKS, classify_task
 from .tokens import encoding_name
 
@@ -61,6 +64,7 @@ CONFIG_KEYS = frozenset(
         "never_route_api_keys",
         "ladders",
         "capabilities",
+        "max_output",
     }
 )
 
@@ -103,6 +107,7 @@ class RoutingPolicy:
     model: DifficultyModel = field(repr=False)
     ladders: Mapping[str, tuple[tuple[str, ...], ...]]
     capabilities: Mapping[str, frozenset[str]] = field(repr=False)
+    max_output: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_OUTPUT), repr=False)
     never_route_tasks: frozenset[str] = frozenset(DEFAULT_NEVER_ROUTE_TASKS)
     never_route_features: frozenset[str] = frozenset()
     never_route_api_keys: frozenset[str] = frozenset()
@@ -162,6 +167,7 @@ class RoutingPolicy:
             model=model,
             ladders=parse_ladders(cfg.get("ladders")),
             capabilities=parse_capabilities(cfg.get("capabilities")),
+            max_output=parse_max_output(cfg.get("max_output")),
             never_route_tasks=tasks,
             never_route_features=_str_list(cfg.get("never_route_features"), "never_route_features"),
             never_route_api_keys=_str_list(cfg.get("never_route_api_keys"), "never_route_api_keys"),
@@ -216,6 +222,9 @@ class RoutingPolicy:
         missing = missing_capabilities(f.uses | also_uses, cheaper, self.capabilities)
         if missing:
             return skip(f"{TAG_REASONS.get(missing[0], 'uses ' + missing[0])}; {cheaper} lacks it")
+        ceiling = self.max_output.get(base_model(cheaper))
+        if ceiling is not None and f.max_tokens is not None and f.max_tokens > ceiling:
+            return skip(f"asks for up to {f.max_tokens} output tokens; {cheaper} gives at most {ceiling}")
         score = self.model.score(f)
         if score >= self.threshold:
             return RoutingDecision(task, score, "route", cheaper, f"score {score:.2f} >= {self.threshold:.2f}")

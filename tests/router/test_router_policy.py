@@ -292,3 +292,15 @@ def test_a_configured_ladder_can_pin_a_dated_target():
     assert (d.decision, d.would_route_to) == ("route", "claude-haiku-4-5-20251001")  # sent as written
     with pytest.raises(ValueError, match="different next rungs"):
         parse_ladders({"openai": [["gpt-4o", "gpt-4o-mini"], ["gpt-4o-2024-08-06", "gpt-4.1-nano"]]})
+
+
+def test_a_request_asking_for_more_output_than_the_cheaper_rung_gives_stays():
+    p = RoutingPolicy.from_config({"threshold": 0.0, "max_output": {"claude-haiku-5-5": 8192}})
+    assert p.decide(body(max_tokens=16_384)).decision == "route"  # gpt-4o-mini gives 16,384
+    d = p.decide(body(max_completion_tokens=20_000))
+    assert d.decision == "skip" and "gpt-4o-mini gives at most 16384" in d.reason
+    assert p.decide(claude(max_tokens=8192), provider="anthropic").decision == "route"
+    d = p.decide(claude(max_tokens=32_000), provider="anthropic")
+    assert d.decision == "skip" and "claude-haiku-5-5 gives at most 8192" in d.reason
+    with pytest.raises(ValueError, match="positive number of tokens"):
+        RoutingPolicy.from_config({"max_output": {"gpt-4o-mini": "lots"}})
