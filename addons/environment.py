@@ -13,6 +13,7 @@ from typing import Iterator
 
 CA_KEY = "mitmproxy-ca.pem"  # the key and the certificate: its presence means the CA exists
 CA_CERT = "mitmproxy-ca-cert.pem"
+STAGING_PREFIX = ".new-ca-"  # where a new CA is written before it is moved in
 BUNDLE = "turnout-ca-bundle.pem"
 
 
@@ -102,7 +103,7 @@ def create_ca(confdir: Path, basename: str = "mitmproxy") -> None:
         f"{basename}-dhparam.pem": (certs.DEFAULT_DHPARAM, 0o644),
         key_file: (pem_key + pem_cert, 0o600),  # last: once it is in place, the CA is complete
     }
-    staging = Path(tempfile.mkdtemp(prefix=".new-ca-", dir=confdir))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=confdir))
     try:
         for fname, (data, mode) in files.items():
             fd = os.open(staging / fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -122,6 +123,8 @@ def ensure_ca(confdir: Path | None = None) -> tuple[Path, Path]:
     confdir.mkdir(parents=True, exist_ok=True)
     os.chmod(confdir, 0o700)
     with _exclusive(confdir / ".lock"):  # `turnout run`s starting together must not write two CAs at once
+        for stale in confdir.glob(f"{STAGING_PREFIX}*"):  # a start killed mid-write: it may hold a key
+            shutil.rmtree(stale, ignore_errors=True)
         if not (confdir / CA_KEY).exists():
             create_ca(confdir)
         certs.CertStore.from_store(str(confdir), "mitmproxy", 2048)  # loads it, and checks it loads (2048: unused)

@@ -22,9 +22,14 @@ from . import config, state
 log = logging.getLogger(__name__)
 
 ROUTABLE = frozenset({"chat", "responses", "completions", "messages"})  # messages: Anthropic
-# A beta feature is switched on per model (e.g. Anthropic's 1M-token context): never routed away from it.
+# Provider betas are switched on per model (e.g. Anthropic's 1M-token context); the policy decides which
+# ones may still be routed ([router] allowed_betas).
 BETA_HEADERS = ("anthropic-beta", "openai-beta")
-BETA = frozenset({"beta"})
+
+
+def request_betas(headers: dict[str, str]) -> list[str]:
+    """The betas a request switches on: the comma-separated values of its beta headers."""
+    return [b.strip() for h in BETA_HEADERS if h in headers for b in headers[h].split(",") if b.strip()]
 
 
 class Route:
@@ -83,7 +88,7 @@ class Route:
             provider=llm.provider.name,
             api_key_fp=llm.api_key_fp,
             feature=llm.columns.get("feature"),
-            also_uses=BETA if any(h in llm.headers for h in BETA_HEADERS) else frozenset(),
+            betas=request_betas(llm.headers),
         )
         llm.columns.update(
             task=d.task,

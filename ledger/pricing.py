@@ -27,6 +27,9 @@ class Usage(NamedTuple):
     cache_write_tokens: int = 0  # part of prompt_tokens written to the prompt cache (Anthropic bills these higher)
 
 
+TIER_MARGIN = 1.25  # how far another tokenizer may count above cl100k, for choosing a price tier
+
+
 @dataclass(frozen=True)
 class ModelRates:
     """USD per million tokens. `source` says where the numbers came from.
@@ -44,9 +47,15 @@ class ModelRates:
 
     def worst_case(self, prompt: int, output: int) -> float:
         """USD of `prompt` uncached input tokens and `output` output tokens: what a call can cost at most
-        (prompt-cache writes aside, which Anthropic bills above the input rate)."""
+        (prompt-cache writes aside, which Anthropic bills above the input rate).
+
+        `prompt` is turnout's count (cl100k), an estimate for other tokenizers: the tier is chosen as if
+        the prompt were TIER_MARGIN larger, so a prompt just under a tier's start reserves the dearer rate.
+        """
         if self._tiered is not None:
-            return (prompt * _tier_rate(self._tiered.input_mtok, prompt) + output * _tier_rate(self._tiered.output_mtok, prompt)) / 1e6
+            reach = int(prompt * TIER_MARGIN)
+            rates = _tier_rate(self._tiered.input_mtok, reach), _tier_rate(self._tiered.output_mtok, reach)
+            return (prompt * rates[0] + output * rates[1]) / 1_000_000
         return (prompt * self.input_mtok + output * self.output_mtok) / 1_000_000
 
     def cost(self, usage: Usage) -> float:

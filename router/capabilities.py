@@ -53,7 +53,7 @@ DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
     "gpt-5-nano": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
     # Anthropic Messages API: images and PDF documents, client tools, extended thinking
     **dict.fromkeys(
-        ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5"),
+        ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5"),
         frozenset({"images", "files", "tools", "thinking"}),
     ),
 }
@@ -77,7 +77,6 @@ TAG_REASONS: dict[str, str] = {
     "background": "is a background request",
     "thinking": "uses extended thinking",
     "unreadable": "could not be analysed",  # features.UNREADABLE: on no model, and not configurable
-    "beta": "uses a provider beta (anthropic-beta / openai-beta header)",  # policy: from the request's headers
 }
 
 

@@ -368,7 +368,8 @@ UNREADABLE = "unreadable"  # a `uses` tag no model has: a body the extractor cou
 
 
 def extract_features(body: Any) -> RequestFeatures:
-    """Features of one request body; returns defaults for anything unusable."""
+    """Features of one request body: defaults for a body that is not an object; for one the extractor
+    fails on, defaults plus the UNREADABLE tag, which keeps it from being routed."""
     if not isinstance(body, dict):
         return RequestFeatures()
     try:

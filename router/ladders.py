@@ -16,7 +16,6 @@ and never onto a model the provider has announced it will retire.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any, Mapping
 
 DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -37,7 +36,6 @@ DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
 _SNAPSHOT_RE = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
-@lru_cache(maxsize=4096)  # a handful of model names, asked about on every request
 def base_model(model: str) -> str:
     """``gpt-4o-2024-08-06`` -> ``gpt-4o``, ``claude-haiku-4-5-20251001`` -> ``claude-haiku-4-5``;
     other names unchanged (lower-cased, stripped)."""
@@ -71,7 +69,7 @@ def parse_ladders(raw: Any) -> dict[str, tuple[tuple[str, ...], ...]]:
                 raise ValueError(
                     f"router.ladders.{provider}: each ladder must list at least two model names, strong first; got {chain!r}"
                 )
-            parsed.append(tuple(m.strip() for m in chain))  # as written: a pinned snapshot target stays pinned
+            parsed.append(tuple(m.strip().lower() for m in chain))  # dates kept: a pinned snapshot stays pinned
         ladders[provider] = tuple(parsed)
     for provider, chains in ladders.items():
         seen: dict[str, str] = {}  # base name -> its next rung
@@ -86,14 +84,14 @@ def parse_ladders(raw: Any) -> dict[str, tuple[tuple[str, ...], ...]]:
     return ladders
 
 
+def rung_index(ladders: Mapping[str, tuple[tuple[str, ...], ...]]) -> dict[str, dict[str, str]]:
+    """``{provider: {base name: next rung}}``: one dict lookup per request."""
+    return {
+        provider: {base_model(m): chain[i + 1] for chain in chains for i, m in enumerate(chain[:-1])}
+        for provider, chains in ladders.items()
+    }
+
+
 def next_rung(ladders: Mapping[str, tuple[tuple[str, ...], ...]], provider: str, model: str) -> str | None:
     """The next cheaper model for ``model`` at ``provider``, or None."""
-    chains = ladders.get(provider)
-    if not chains:
-        return None
-    name = base_model(model)
-    for chain in chains:
-        for i, m in enumerate(chain[:-1]):
-            if base_model(m) == name:
-                return chain[i + 1]
-    return None
+    return rung_index(ladders).get(provider, {}).get(base_model(model))

@@ -7,7 +7,7 @@ Order of checks in :meth:`RoutingPolicy.decide` (first that applies wins):
 3. no cheaper rung on the provider's ladder                  -> ``skip``
 4. task on the never-route list                              -> ``skip``
 5. request uses something the cheaper model lacks            -> ``skip``
-   (or a provider beta, or a body the extractor could not read)
+   (or a body the extractor could not read), or a provider beta not in ``allowed_betas``
 6. request asks for more output than the cheaper model gives -> ``skip``
 7. score >= threshold                                        -> ``route``, else ``keep``
 
@@ -32,6 +32,7 @@ Config (``[router]`` table; every key optional)::
     [router.ladders]      openai = [["gpt-4o", "gpt-4o-mini"], …]
     [router.capabilities] "gpt-4o-mini" = ["images", "tools", …]
     [router.max_output]   "gpt-4o-mini" = 16384
+    allowed_betas = ["fine-grained-tool-streaming-2025-05-14"]   # betas that do not tie a request to its model
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any, Mapping, Sequence
 from .capabilities import DEFAULT_MAX_OUTPUT, TAG_REASONS, missing_capabilities, parse_capabilities, parse_max_output
 from .difficulty import DifficultyModel, load_model
 from .features import extract_features
-from .ladders import base_model, next_rung, parse_ladders
+from .ladders import base_model, parse_ladders, rung_index
 from .tasks import TASKS, classify_task
 from .tokens import encoding_name
 
@@ -65,6 +66,7 @@ CONFIG_KEYS = frozenset(
         "ladders",
         "capabilities",
         "max_output",
+        "allowed_betas",
     }
 )
 
@@ -108,12 +110,17 @@ class RoutingPolicy:
     ladders: Mapping[str, tuple[tuple[str, ...], ...]]
     capabilities: Mapping[str, frozenset[str]] = field(repr=False)
     max_output: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_OUTPUT), repr=False)
+    allowed_betas: frozenset[str] = frozenset()
     never_route_tasks: frozenset[str] = frozenset(DEFAULT_NEVER_ROUTE_TASKS)
     never_route_features: frozenset[str] = frozenset()
     never_route_api_keys: frozenset[str] = frozenset()
     default_model: str = DEFAULT_MODEL
     enabled: bool = True
     target_quality: float | None = None  # what the threshold was resolved from, if anything
+    rungs: Mapping[str, Mapping[str, str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rungs", rung_index(self.ladders))
 
     @classmethod
     def from_config(cls, router_table: Mapping[str, Any] | None) -> "RoutingPolicy":
@@ -168,6 +175,7 @@ class RoutingPolicy:
             ladders=parse_ladders(cfg.get("ladders")),
             capabilities=parse_capabilities(cfg.get("capabilities")),
             max_output=parse_max_output(cfg.get("max_output")),
+            allowed_betas=_str_list(cfg.get("allowed_betas"), "allowed_betas"),
             never_route_tasks=tasks,
             never_route_features=_str_list(cfg.get("never_route_features"), "never_route_features"),
             never_route_api_keys=_str_list(cfg.get("never_route_api_keys"), "never_route_api_keys"),
@@ -183,20 +191,21 @@ class RoutingPolicy:
         provider: str = "openai",
         api_key_fp: str | None = None,
         feature: str | None = None,
-        also_uses: frozenset[str] = frozenset(),
+        betas: Sequence[str] = (),
     ) -> RoutingDecision:
         """The routing decision for one request body; never raises.
 
-        `also_uses`: capability tags the body cannot show, from the request around it (e.g. ``beta``
-        for a provider beta header, which is specific to the model it was written for).
+        `betas`: the provider betas the request switches on (``anthropic-beta`` / ``openai-beta``
+        headers). A beta is enabled per model, so one not in ``allowed_betas`` keeps the request
+        on the model it was written for.
         """
         try:
-            return self._decide(body, provider, api_key_fp, feature, also_uses)
+            return self._decide(body, provider, api_key_fp, feature, betas)
         except Exception as exc:  # defensive: the proxy must keep proxying
             return RoutingDecision("other", None, "skip", None, f"router error: {type(exc).__name__}")
 
     def _decide(
-        self, body: Any, provider: str, api_key_fp: str | None, feature: str | None, also_uses: frozenset[str]
+        self, body: Any, provider: str, api_key_fp: str | None, feature: str | None, betas: Sequence[str]
     ) -> RoutingDecision:
         if not isinstance(body, dict):
             return RoutingDecision("other", None, "skip", None, "body is not a JSON object")
@@ -214,14 +223,17 @@ class RoutingPolicy:
             return skip("API key is never routed")
         if feature is not None and feature in self.never_route_features:
             return skip(f"feature {feature} is never routed")
-        cheaper = next_rung(self.ladders, provider, f.model)
+        cheaper = self.rungs.get(provider, {}).get(base_model(f.model))
         if cheaper is None:
             return skip(f"no cheaper model for {f.model} ({provider})")
         if task in self.never_route_tasks:
             return skip(f"task {task} is never routed")
-        missing = missing_capabilities(f.uses | also_uses, cheaper, self.capabilities)
+        missing = missing_capabilities(f.uses, cheaper, self.capabilities)
         if missing:
             return skip(f"{TAG_REASONS.get(missing[0], 'uses ' + missing[0])}; {cheaper} lacks it")
+        unlisted = [b for b in betas if b not in self.allowed_betas]
+        if unlisted:
+            return skip(f"uses provider beta {unlisted[0]} (not in router.allowed_betas)")
         ceiling = self.max_output.get(base_model(cheaper))
         if ceiling is not None and f.max_tokens is not None and f.max_tokens > ceiling:
             return skip(f"asks for up to {f.max_tokens} output tokens; {cheaper} gives at most {ceiling}")

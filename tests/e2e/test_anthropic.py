@@ -94,4 +94,4 @@ def test_messages_are_routed_down_the_anthropic_ladder(make_proxy, upstream):
     assert (routed["requested_model"], routed["model"], routed["routed"]) == ("claude-sonnet-5-5", "claude-haiku-5-5", 1)
     assert routed["baseline_cost_usd"] > routed["cost_usd"] > 0  # priced at Sonnet's and Haiku's rates
     assert web["routed"] is None and web["decision"] == "skip"  # a tool-use task, and web search besides
-    assert beta["routed"] is None and beta["decision"] == "skip" and "provider beta" in beta["route_reason"]
+    assert beta["routed"] is None and beta["decision"] == "skip" and "provider beta context-1m" in beta["route_reason"]

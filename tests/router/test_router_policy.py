@@ -281,17 +281,25 @@ def test_a_body_the_extractor_cannot_read_is_never_routed(monkeypatch):
     assert d.decision == "skip" and "could not be analysed" in d.reason
 
 
-def test_provider_betas_are_never_routed(always):
-    d = always.decide(claude(), provider="anthropic", also_uses=frozenset({"beta"}))
-    assert d.decision == "skip" and "provider beta" in d.reason
+def test_provider_betas_are_routed_only_when_allowed():
+    p = RoutingPolicy.from_config({"threshold": 0.0, "allowed_betas": ["fine-grained-tool-streaming-2025-05-14"]})
+    d = p.decide(claude(), provider="anthropic", betas=["context-1m-2025-08-07"])
+    assert d.decision == "skip" and "provider beta context-1m-2025-08-07" in d.reason
+    assert p.decide(claude(), provider="anthropic", betas=["fine-grained-tool-streaming-2025-05-14"]).decision == "route"
+    mixed = ["fine-grained-tool-streaming-2025-05-14", "context-1m-2025-08-07"]
+    assert p.decide(claude(), provider="anthropic", betas=mixed).decision == "skip"
+    from turnout.addons.route import request_betas
+
+    assert request_betas({"anthropic-beta": "a-1, b-2,", "openai-beta": "assistants=v2"}) == ["a-1", "b-2", "assistants=v2"]
 
 
 def test_a_configured_ladder_can_pin_a_dated_target():
-    p = RoutingPolicy.from_config({"threshold": 0.0, "ladders": {"anthropic": [["claude-sonnet-5-5", "claude-haiku-4-5-20251001"]]}})
+    p = RoutingPolicy.from_config({"threshold": 0.0, "ladders": {"anthropic": [["Claude-Sonnet-5-5", "claude-haiku-4-5-20251001"]]}})
     d = p.decide(claude("claude-sonnet-5-5-20260301"), provider="anthropic")
-    assert (d.decision, d.would_route_to) == ("route", "claude-haiku-4-5-20251001")  # sent as written
+    assert (d.decision, d.would_route_to) == ("route", "claude-haiku-4-5-20251001")  # sent as written, lower-cased
     with pytest.raises(ValueError, match="different next rungs"):
         parse_ladders({"openai": [["gpt-4o", "gpt-4o-mini"], ["gpt-4o-2024-08-06", "gpt-4.1-nano"]]})
+    parse_ladders({"openai": [["gpt-4o", "GPT-4o-mini"], ["GPT-4O", "gpt-4o-mini"]]})  # the same rung, spelled twice
 
 
 def test_a_request_asking_for_more_output_than_the_cheaper_rung_gives_stays():

@@ -64,6 +64,16 @@ def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, host: str)
     assert all(done.values())
     return client.getpeercert()
 
+def test_a_start_killed_while_writing_leaves_no_key_behind(tmp_path: Path) -> None:
+    confdir = tmp_path / "certs"
+    left = confdir / f"{environment.STAGING_PREFIX}abc123"
+    left.mkdir(parents=True)
+    (left / "mitmproxy-ca.pem").write_text("half a key")
+    environment.ensure_ca(confdir)
+    assert not left.exists()
+    assert b"half a key" not in (confdir / "mitmproxy-ca.pem").read_bytes()
+
+
 def test_an_existing_ca_is_kept(tmp_path: Path) -> None:
     confdir = tmp_path / "certs"
     certs.CertStore.create_store(confdir, "mitmproxy", 2048)  # e.g. made by an earlier turnout, RSA

@@ -91,10 +91,14 @@ def test_tiered_prices_cost_and_worst_case_pick_the_tier_the_prompt_reaches():
     small, big = Usage(1000, 0, 100), Usage(300_000, 0, 1000)
     assert book.cost("anthropic", "claude-sonnet-4-5", small) == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert book.cost("anthropic", "claude-sonnet-4-5", big) == pytest.approx((300_000 * 6 + 1000 * 22.5) / 1e6)
-    for usage in (small, big):  # a budget reserves what the call costs uncached: no more, no less
+    for usage in (small, big):  # far from a tier's start, a budget reserves what the call costs uncached
         assert worst_case(usage.prompt_tokens, usage.completion_tokens, rates) == pytest.approx(
             book.cost("anthropic", "claude-sonnet-4-5", usage)
         )
+    # just under the 200k start by turnout's count, which is an estimate for Claude: reserved at the dearer tier
+    near = Usage(185_000, 0, 1000)
+    assert book.cost("anthropic", "claude-sonnet-4-5", near) == pytest.approx((185_000 * 3 + 1000 * 15) / 1e6)
+    assert worst_case(185_000, 1000, rates) == pytest.approx((185_000 * 6 + 1000 * 22.5) / 1e6)
     flat = book.rates("openai", "gpt-4o")
     assert worst_case(1000, 100, flat) == pytest.approx((1000 * 2.5 + 100 * 10) / 1e6)
 
