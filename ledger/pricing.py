@@ -42,8 +42,8 @@ class ModelRates:
     output_mtok: float
     cached_input_mtok: float | None
     source: str
-    _tiered: Any = None
-    cache_write_mtok: float | None = None  # a genai-prices ModelPrice when a flat rate cannot express it
+    _tiered: Any = None  # a genai-prices ModelPrice when a flat rate cannot express it
+    cache_write_mtok: float | None = None
 
     def worst_case(self, prompt: int, output: int) -> float:
         """USD of `prompt` uncached input tokens and `output` output tokens: what a call can cost at most
@@ -108,7 +108,7 @@ def _tier_rate(value: Any, input_tokens: int) -> float:
     for tier in reversed(getattr(value, "tiers", None) or ()):
         if input_tokens > tier.start:
             return float(tier.price)
-    return _flat(getattr(value, "base", None)) or 0.0
+    return _base(value) or 0.0
 
 
 def load_genai_prices() -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE = re.compile(r"\r\n|\r|\n")  # SSE's only line breaks (str.splitlines knows many more)

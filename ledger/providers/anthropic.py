@@ -3,8 +3,8 @@
 Usage differs from OpenAI's: `input_tokens` excludes prompt-cache reads and writes, which are
 reported (and billed) separately, so the ledger's `prompt_tokens` is their sum. Streams always
 carry usage (`message_start` and `message_delta`), so nothing is injected upstream.
-Routing ladders are OpenAI-only for now: `messages` calls are recorded, priced, cached and
-budgeted, but not routed.
+`messages` calls are recorded, priced, cached, budgeted and routed (the router's Anthropic
+ladders) like OpenAI's.
 """
 
 from __future__ import annotations
