@@ -15,9 +15,11 @@ Users can extend or override entries with ``[router.capabilities]``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from .ladders import base_model
+
+V = TypeVar("V")
 
 KNOWN_TAGS: frozenset[str] = frozenset(
     {
@@ -93,33 +95,42 @@ DEFAULT_MAX_OUTPUT: dict[str, int] = {
 }
 
 
-def parse_max_output(raw: Any) -> dict[str, int]:
-    limits = dict(DEFAULT_MAX_OUTPUT)
+def _per_model_table(raw: Any, defaults: Mapping[str, V], key: str, shape: str, value: Callable[[str, Any], V]) -> dict[str, V]:
+    """`[router.<key>]`: the defaults, with each configured model (by its base name) added or replaced.
+    `value(where, v)` checks one entry and returns what to keep, raising ValueError naming `where`."""
+    table = dict(defaults)
     if raw is None:
-        return limits
+        return table
     if not isinstance(raw, Mapping):
-        raise ValueError("router.max_output must be a table of model = tokens")
-    for model, n in raw.items():
-        if not isinstance(model, str) or isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"router.max_output.{model}: expected a positive number of tokens, got {n!r}")
-        limits[base_model(model)] = n
-    return limits
+        raise ValueError(f"router.{key} must be a table of {shape}")
+    for model, v in raw.items():
+        if not isinstance(model, str):
+            raise ValueError(f"router.{key}: model names must be strings, got {model!r}")
+        table[base_model(model)] = value(f"router.{key}.{model}", v)
+    return table
+
+
+def _tokens(where: str, n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"{where}: expected a positive number of tokens, got {n!r}")
+    return n
+
+
+def _tags(where: str, tags: Any) -> frozenset[str]:
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"{where}: expected a list of capability names, got {tags!r}")
+    unknown = sorted(set(tags) - KNOWN_TAGS)
+    if unknown:
+        raise ValueError(f"{where}: unknown capability {unknown}; known: {sorted(KNOWN_TAGS)}")
+    return frozenset(tags)
+
+
+def parse_max_output(raw: Any) -> dict[str, int]:
+    return _per_model_table(raw, DEFAULT_MAX_OUTPUT, "max_output", "model = tokens", _tokens)
 
 
 def parse_capabilities(raw: Any) -> dict[str, frozenset[str]]:
-    caps = dict(DEFAULT_CAPABILITIES)
-    if raw is None:
-        return caps
-    if not isinstance(raw, Mapping):
-        raise ValueError('router.capabilities must be a table of model = ["images", "tools", ...]')
-    for model, tags in raw.items():
-        if not isinstance(model, str) or not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
-            raise ValueError(f"router.capabilities.{model}: expected a list of capability names, got {tags!r}")
-        unknown = sorted(set(tags) - KNOWN_TAGS)
-        if unknown:
-            raise ValueError(f"router.capabilities.{model}: unknown capability {unknown}; known: {sorted(KNOWN_TAGS)}")
-        caps[base_model(model)] = frozenset(tags)
-    return caps
+    return _per_model_table(raw, DEFAULT_CAPABILITIES, "capabilities", 'model = ["images", "tools", ...]', _tags)
 
 
 def missing_capabilities(uses: frozenset[str], model: str, caps: Mapping[str, frozenset[str]]) -> list[str]:
