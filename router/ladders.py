@@ -90,8 +90,3 @@ def rung_index(ladders: Mapping[str, tuple[tuple[str, ...], ...]]) -> dict[str, 
         provider: {base_model(m): chain[i + 1] for chain in chains for i, m in enumerate(chain[:-1])}
         for provider, chains in ladders.items()
     }
-
-
-def next_rung(ladders: Mapping[str, tuple[tuple[str, ...], ...]], provider: str, model: str) -> str | None:
-    """The next cheaper model for ``model`` at ``provider``, or None."""
-    return rung_index(ladders).get(provider, {}).get(base_model(model))

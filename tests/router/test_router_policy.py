@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from turnout.router.ladders import base_model, next_rung, parse_ladders
+from turnout.router.ladders import base_model, parse_ladders, rung_index
 from turnout.router.policy import RoutingDecision, RoutingPolicy, threshold_for_quality
 
 QUESTION = "Which of these is a prime number?\nA. 21\nB. 27\nC. 29\nD. 33\nAnswer:"
@@ -70,7 +70,7 @@ def test_base_model_names():
     assert base_model("gpt-4-0613") == "gpt-4"
     assert base_model("GPT-4o") == "gpt-4o"
     assert base_model("gpt-4o-mini") == "gpt-4o-mini"
-    assert next_rung(parse_ladders(None), "azure", "gpt-4o") is None
+    assert rung_index(parse_ladders(None)).get("azure", {}).get(base_model("gpt-4o")) is None
 
 
 def test_never_route_by_task_default_and_config(always):
