@@ -31,3 +31,35 @@ def test_routine_lines_go_everything_else_stays_and_done_restores() -> None:
         tctx.configure(addon, turnout_connection_log=False)
         addon.done()
         assert _passes("client connect") and logging.getLogger(LOGGER).level == logging.NOTSET
+
+
+def test_routine_lines_are_not_even_made_into_records() -> None:
+    """Making the record is most of a line's cost, so routine lines must stop before it."""
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args, **kwargs) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    logger = logging.getLogger(LOGGER)
+    addon = ConnectionLog()
+    logging.setLogRecordFactory(counting)
+    try:
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, turnout_connection_log=False)
+            logger.log(logging.INFO, "client connect", extra={"client": ("127.0.0.1", 5000)})
+            logger.log(logging.INFO, "Streaming response from api.openai.com.")
+            assert made == []
+            logger.log(logging.INFO, "error establishing server connection: refused")
+            assert [r.getMessage() for r in made] == ["error establishing server connection: refused"]
+            assert made[0].funcName == "test_routine_lines_are_not_even_made_into_records"  # the caller, not the wrapper
+            addon.done()
+            assert "log" not in logger.__dict__
+            logger.setLevel(logging.DEBUG)  # the test runner's root may sit above INFO
+            logger.log(logging.INFO, "client connect")
+            assert made[-1].getMessage() == "client connect"
+    finally:
+        logging.setLogRecordFactory(factory)
+        logger.setLevel(logging.NOTSET)
