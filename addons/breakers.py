@@ -14,6 +14,7 @@ from mitmproxy import ctx, exceptions, http
 
 from turnout.ledger.breakers import BreakerConfig, LoopDetector, SpikeLimiter, clamp_output, parse_breakers, request_fingerprint
 from turnout.ledger.budgets import max_output
+from turnout.router.tokens import preload
 
 from . import config, state
 from .budget import flow_prompt_tokens, refuse, scope_props
@@ -36,6 +37,8 @@ class Breakers:
             self.config = cfg
             self.loops = LoopDetector(cfg.loop_threshold, cfg.loop_window)
             self.spikes = SpikeLimiter(cfg.spikes)
+            if cfg.spikes:
+                preload()  # spike limits count every prompt
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:

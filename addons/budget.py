@@ -30,7 +30,7 @@ from turnout.ledger.budgets import (
 )
 from turnout.ledger.breakers import parse_breakers
 from turnout.ledger.store import iso_utc, open_ledger
-from turnout.router.tokens import count_tokens
+from turnout.router.tokens import count_tokens, is_loaded, preload
 
 from . import config, state
 
@@ -55,15 +55,17 @@ def scope_props(llm: state.LLMFlow) -> dict[str, str | None]:
 
 
 async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
-    """The request's prompt tokens, counted in full once per flow (Breakers and Budget both need them)."""
+    """The request's prompt tokens in the encoding of the model it goes to, counted in full once per
+    flow (Breakers and Budget both need them)."""
     n = flow.metadata.get(_PROMPT_TOKENS)
     if n is None:
         text, messages = prompt_text(llm.body)
-        if len(text) > INLINE_COUNT_CHARS:
-            tokens = await asyncio.to_thread(count_tokens, text)
+        model = llm.model
+        if len(text) > INLINE_COUNT_CHARS or not is_loaded(model):  # nor stall the loop loading an encoding
+            counted = await asyncio.to_thread(count_tokens, text, model)
         else:
-            tokens = count_tokens(text)
-        n = flow.metadata[_PROMPT_TOKENS] = tokens + message_overhead(messages)
+            counted = count_tokens(text, model)
+        n = flow.metadata[_PROMPT_TOKENS] = counted + message_overhead(messages)
     return n
 
 
@@ -114,6 +116,8 @@ class Budget:
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_config [[budgets]]: {e}") from None
             self.book = BudgetBook(specs)
+            if specs:
+                preload()  # ~0.3 s now rather than on a first request's worker thread
         if updated & {"turnout_config", "turnout_db"} and self.book.specs:
             self.rebuild()
 

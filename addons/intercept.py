@@ -78,9 +78,11 @@ class Intercept:
 
     def running(self) -> None:
         server = ctx.master.addons.get("proxyserver")
-        from turnout.router.tokens import encoding_name
+        from turnout.router.tokens import APPROX_ENCODING, encoding_name
 
-        log.info("turnout: intercepting %s; token estimates use %s", ", ".join(self.hosts), encoding_name())
+        log.info("turnout: intercepting %s", ", ".join(self.hosts))
+        if encoding_name() == APPROX_ENCODING:
+            log.warning("turnout: tiktoken is not usable here; token counts are estimates (characters / 4)")
         for host, port, *_ in server.listen_addrs() if server else ():
             print(f"turnout: listening on {host}:{port}", flush=True)
 

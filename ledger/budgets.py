@@ -679,12 +679,15 @@ def prompt_text(body: Any) -> tuple[str, int]:
     return "\n".join(parts), n
 
 
-def prompt_tokens(body: Any) -> int:
-    """Prompt tokens by tiktoken (offline encoding) plus the chat format's per-message overhead."""
+def prompt_tokens(body: Any, model: str | None = None) -> int:
+    """Prompt tokens by tiktoken in `model`'s encoding (the body's model by default), plus the chat
+    format's per-message overhead."""
     from turnout.router.tokens import count_tokens
 
+    if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
+        model = body["model"]
     text, n = prompt_text(body)
-    return count_tokens(text) + message_overhead(n)
+    return count_tokens(text, model) + message_overhead(n)
 
 
 def message_overhead(messages: int) -> int:

@@ -27,7 +27,7 @@ class Usage(NamedTuple):
     cache_write_tokens: int = 0  # part of prompt_tokens written to the prompt cache (Anthropic bills these higher)
 
 
-TIER_MARGIN = 1.25  # how far another tokenizer may count above cl100k, for choosing a price tier
+TIER_MARGIN = 1.25  # how far a model's own tokenizer may count above turnout's estimate (Claude), for choosing a price tier
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ModelRates:
         """USD of `prompt` uncached input tokens and `output` output tokens: what a call can cost at most
         (prompt-cache writes aside, which Anthropic bills above the input rate).
 
-        `prompt` is turnout's count (cl100k), an estimate for other tokenizers: the tier is chosen as if
+        `prompt` is turnout's count (exact for OpenAI models, a cl100k estimate for others): the tier is chosen as if
         the prompt were TIER_MARGIN larger, so a prompt just under a tier's start reserves the dearer rate.
         """
         if self._tiered is not None:

@@ -101,7 +101,7 @@ def test_concurrent_requests_overshoot_at_most_the_in_flight_reservations(make_p
 
 
 def test_long_prompt_is_reserved_at_its_full_token_count(make_proxy, tmp_path):
-    """A prompt long enough to be counted off the event loop is still counted in full and reserved.
+    """A prompt long enough to be counted off the event loop is still counted in full (o200k for gpt-4o) and reserved.
 
     While the long call is in flight its worst case (prompt + max_tokens) is held: a budget of exactly
     that many tokens refuses the next request, one token more lets it through.
@@ -111,7 +111,7 @@ def test_long_prompt_is_reserved_at_its_full_token_count(make_proxy, tmp_path):
 
     long_msg = [{"role": "user", "content": "Reconcile invoice 4711 against order 0815, line by line. " * 3000}]
     assert len(long_msg[0]["content"]) > 10 * INLINE_COUNT_CHARS
-    worst = prompt_tokens({"messages": long_msg}) + 100
+    worst = prompt_tokens({"model": "gpt-4o", "messages": long_msg}) + 100  # in gpt-4o's encoding, o200k
 
     def second_request_under(limit: int, name: str) -> str:
         cfg = write_config(tmp_path, f'[[budgets]]\nname = "tokens"\nwindow = "day"\ntokens = {limit}\n', name)

