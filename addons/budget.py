@@ -36,7 +36,7 @@ from . import config, state
 
 log = logging.getLogger(__name__)
 
-_PROMPT_TOKENS = "turnout_prompt_tokens"
+PROMPT_TOKENS = "turnout_prompt_tokens"  # flow.metadata: the prompt as counted for this flow
 # BPE costs ~0.17 ms per 1k tokens (~11 ms for a 63k-token prompt). Longer prompts are counted
 # on a worker thread (tiktoken releases the GIL) so one big request never stalls the event loop.
 INLINE_COUNT_CHARS = 16_384
@@ -57,7 +57,7 @@ def scope_props(llm: state.LLMFlow) -> dict[str, str | None]:
 async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
     """The request's prompt tokens in the encoding of the model it goes to, counted in full once per
     flow (Breakers and Budget both need them)."""
-    n = flow.metadata.get(_PROMPT_TOKENS)
+    n = flow.metadata.get(PROMPT_TOKENS)
     if n is None:
         text, messages = prompt_text(llm.body)
         model = llm.model
@@ -65,7 +65,7 @@ async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
             counted = await asyncio.to_thread(count_tokens, text, model)
         else:
             counted = count_tokens(text, model)
-        n = flow.metadata[_PROMPT_TOKENS] = counted + message_overhead(messages)
+        n = flow.metadata[PROMPT_TOKENS] = counted + message_overhead(messages)
     return n
 
 

@@ -17,12 +17,14 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from turnout.ledger.estimate import unreported_usage
 from turnout.ledger.pricing import PriceBook, Usage, load_genai_prices, load_price_file, parse_price_overrides
 from turnout.ledger.sse import SSEParser, incremental_decoder, parse_event_block, split_complete
 from turnout.ledger.store import iso_utc
 from turnout.ledger.writer import LedgerWriter
 
 from . import config, state
+from .budget import PROMPT_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -188,22 +190,41 @@ class Record:
                 log.warning("turnout: %s; streaming %s unparsed", e, flow.request.path)
                 flow.response.stream = True
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or llm.recorded or flow.response is None:
+            return
+        if not await self._count_unreported_usage(flow, llm):
             return
         # responseheaders always ran first (mitmproxy emulates it for answers set in the request hook),
         # so deferred decisions and turnout's headers are already on the response.
         self._record(flow, llm, error=None)
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or llm.recorded:
             return
         msg = flow.error.msg if flow.error else "unknown error"
         if llm.assembler is not None:
             msg = f"stream incomplete: {msg}"
+            if not await self._count_unreported_usage(flow, llm):
+                return
         self._record(flow, llm, error=msg)
+
+    @staticmethod
+    async def _count_unreported_usage(flow: http.HTTPFlow, llm: state.LLMFlow) -> bool:
+        """Count a stream's tokens when the provider did not report them (cut off before its last
+        event, or a server that never sends usage): it bills them all the same. Off the event loop,
+        as a long prompt takes milliseconds of BPE. False if the flow was recorded meanwhile."""
+        if llm.assembler is None or llm.assembler.usage_final:
+            return True
+        partial = llm.assembler.result()
+        if partial is None:  # no answer had started: nothing we know of was generated
+            return True
+        llm.counted_usage = await asyncio.to_thread(
+            unreported_usage, llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS)
+        )
+        return not llm.recorded  # the shutdown drain may have recorded it meanwhile
 
     def done(self) -> Any:
         """Record what is still open and close the ledger — after a drain when the proxy is shutting down.
@@ -304,6 +325,11 @@ class Record:
                 body = llm.assembler.result()
                 usage = llm.assembler.usage
                 response_text = json.dumps(body, ensure_ascii=False) if body is not None else None
+                if body is not None and not llm.assembler.usage_final:
+                    usage = llm.counted_usage or unreported_usage(  # counted here (on the loop) only at shutdown
+                        usage, body, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS)
+                    )
+                    row["usage_estimated"] = 1
                 if llm.assembler.error and not error:
                     error = f"stream error: {llm.assembler.error}"
                 if not getattr(llm.assembler, "done", True) and not error:

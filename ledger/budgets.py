@@ -65,7 +65,8 @@ How reservations work: before forwarding, a request reserves its worst case — 
 budget it falls under. A request is admitted while `spent + reserved` is below every limit, so
 concurrent requests overshoot a limit by at most what was reserved in flight when it was crossed
 (and the total never exceeds the limit plus one worst case). When the response ends the
-reservation settles to the real cost; a failed request (no usage reported) releases it. Models
+reservation settles to the real cost (for a stream cut off before its usage came, to turnout's count
+of what it was billed: ledger/estimate.py); a failed request (nothing generated) releases it. Models
 without a known price reserve and spend 0 USD (their tokens and requests still count).
 
 Calendar windows reset at the UTC boundary. Rolling windows keep spend in 1/120-window buckets

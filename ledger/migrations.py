@@ -179,6 +179,12 @@ def m007_cache_write_tokens(db: sqlite_utils.Database) -> None:
     db["flows"].add_column("cache_write_tokens", int)
 
 
+@migration
+def m008_usage_estimated(db: sqlite_utils.Database) -> None:
+    """1 where the tokens are turnout's count, not the provider's: a stream cut off before its usage came."""
+    db["flows"].add_column("usage_estimated", int)
+
+
 def applied(db: sqlite_utils.Database) -> set[str]:
     if "_turnout_migrations" not in db.table_names():
         return set()

@@ -6,7 +6,8 @@ Behaviour is chosen by the request, as a client would choose it:
 - a request with `tools` answers with a tool call (unless the last message is a tool result);
 - headers `x-test-chunks` and `x-test-delay-ms` shape a stream (default 5 chunks, no delay; the
   closing events — usage chunk, [DONE], message_stop — follow the last one at once);
-- header `x-test-hang-ms` delays the whole answer (timeouts, aborts).
+- header `x-test-hang-ms` delays the whole answer (timeouts, aborts);
+- header `x-test-no-usage` makes a chat stream leave out usage even when asked (as some servers do).
 Every request received is kept in `server.requests` (method, path, headers, parsed body).
 
 Run standalone: `python tests/upstream.py --port 9999`.
@@ -174,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": usage, "system_fingerprint": "fp_test",
             })
             return
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not self.headers.get("x-test-no-usage")
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.get("model"), "system_fingerprint": "fp_test"}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class MessagesStream:
         self._blocks: dict[int, dict[str, Any]] = {}
         self._json: dict[int, str] = {}
         self._usage: dict[str, Any] = {}
+        self._usage_final = False
         self._error: str | None = None
         self.done = False
 
@@ -112,6 +113,7 @@ class MessagesStream:
             if self._message is not None and isinstance(data.get("delta"), dict):
                 self._message.update({k: v for k, v in data["delta"].items() if k in ("stop_reason", "stop_sequence")})
             self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            self._usage_final = self._usage_final or bool(data.get("usage"))
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":
@@ -134,6 +136,10 @@ class MessagesStream:
     @property
     def usage(self) -> Usage | None:
         return usage_from("messages", self._usage) if self._usage else None
+
+    @property
+    def usage_final(self) -> bool:
+        return self._usage_final  # message_start's usage has the prompt; the output count comes in message_delta
 
     @property
     def error(self) -> str | None:

@@ -40,6 +40,11 @@ class StreamAssembler(Protocol):
     def usage(self) -> Usage | None: ...
 
     @property
+    def usage_final(self) -> bool:
+        """Whether `usage` is the provider's final count (a cut stream may carry none, or a partial one)."""
+        ...
+
+    @property
     def error(self) -> str | None: ...
 
 

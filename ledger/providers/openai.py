@@ -195,6 +195,10 @@ class ChatStream:
         return usage_from("chat", self._usage_raw)
 
     @property
+    def usage_final(self) -> bool:
+        return self.usage is not None  # the usage chunk is the stream's last
+
+    @property
     def error(self) -> str | None:
         return self._error
 
@@ -205,6 +209,8 @@ class ResponsesStream:
     def __init__(self) -> None:
         self._response: dict[str, Any] | None = None
         self._error: str | None = None
+        self._items: dict[int, dict[str, Any]] = {}  # output_index -> item, for a stream cut before it completed
+        self._deltas: dict[int, list[str]] = {}
         self.done = False
 
     def feed(self, event: SSEEvent) -> None:
@@ -216,15 +222,41 @@ class ResponsesStream:
             self._response = data["response"]
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self.done = True
+        elif kind in ("response.output_item.added", "response.output_item.done") and isinstance(data.get("item"), dict):
+            index = int_at(data, "output_index")
+            self._items[index] = data["item"]
+            if kind == "response.output_item.done":
+                self._deltas.pop(index, None)
+        elif isinstance(kind, str) and kind.endswith(".delta") and isinstance(data.get("delta"), str):
+            self._deltas.setdefault(int_at(data, "output_index"), []).append(data["delta"])
         if kind == "error" or kind == "response.failed":
             self._error = json.dumps(data.get("error") or (self._response or {}).get("error"))[:500]
 
     def result(self) -> dict[str, Any] | None:
-        return self._response
+        if self.done or self._response is None or not (self._items or self._deltas):
+            return self._response
+        return {**self._response, "output": [self._partial_item(i) for i in sorted(self._items.keys() | self._deltas.keys())]}
+
+    def _partial_item(self, index: int) -> dict[str, Any]:
+        """An output item as far as it came: finished, or with the text its deltas carried so far."""
+        item = dict(self._items.get(index) or {"type": "message"})
+        if index in self._deltas:
+            text = "".join(self._deltas[index])
+            if item.get("type") == "function_call":
+                item["arguments"] = str(item.get("arguments") or "") + text
+            elif item.get("type") == "reasoning":
+                item["summary"] = [{"type": "summary_text", "text": text}]
+            else:
+                item["content"] = [{"type": "output_text", "text": text}]
+        return item
 
     @property
     def usage(self) -> Usage | None:
         return usage_from("responses", (self._response or {}).get("usage"))
+
+    @property
+    def usage_final(self) -> bool:
+        return self.usage is not None
 
     @property
     def error(self) -> str | None:

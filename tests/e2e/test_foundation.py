@@ -17,6 +17,9 @@ import pytest
 
 from conftest import turnout_cmd
 
+from turnout.ledger.budgets import prompt_tokens
+from turnout.router.tokens import count_tokens
+
 
 def chat(client, content="hello there", **kw):
     return client.chat.completions.create(model=kw.pop("model", "gpt-4o"), messages=[{"role": "user", "content": content}], **kw)
@@ -222,6 +225,23 @@ def test_client_abort_mid_stream_is_recorded_as_partial(proxy, upstream):
     partial = json.loads(row["response_body"])["choices"][0]["message"]["content"]
     assert partial.startswith("echo from gpt-4o")
     assert proxy.proc.poll() is None
+    # the provider bills the prompt and what it generated before the cut: counted in gpt-4o's encoding
+    assert row["usage_estimated"] == 1
+    assert row["prompt_tokens"] == prompt_tokens({"model": "gpt-4o", "messages": [{"role": "user", "content": "w " * 40}]})
+    assert row["completion_tokens"] == count_tokens(partial, "gpt-4o") > 0
+    assert row["cost_usd"] == pytest.approx(row["prompt_tokens"] * 2.5e-6 + row["completion_tokens"] * 10e-6)
+
+
+def test_stream_without_usage_from_the_server_is_counted(proxy):
+    """Some OpenAI-compatible servers never send usage: the stream is counted, and marked as such."""
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in chat(proxy.client(), "count me", stream=True, extra_headers={"x-test-no-usage": "1"})
+        if c.choices
+    )
+    (row,) = proxy.wait_rows(1)
+    assert row["error"] is None and row["usage_estimated"] == 1
+    assert row["completion_tokens"] == count_tokens(text, "gpt-4o") and row["prompt_tokens"] > 0 and row["cost_usd"] > 0
 
 
 def _stream_in_background(client, chunks: int) -> tuple[threading.Event, list[str], list[BaseException]]:
@@ -278,6 +298,8 @@ def test_sigterm_past_the_drain_records_the_stream_as_partial(make_proxy):
     assert rows[0]["error"] is None
     assert rows[1]["stream"] == 1 and rows[1]["error"] == "turnout shut down before the flow finished"
     assert pieces and errors  # the client saw the stream start, then lose its connection
+    assert rows[0]["usage_estimated"] is None and rows[1]["usage_estimated"] == 1  # counted at shutdown
+    assert rows[1]["completion_tokens"] == count_tokens(json.loads(rows[1]["response_body"])["choices"][0]["message"]["content"], "gpt-4o")
 
 
 def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
