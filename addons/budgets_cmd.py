@@ -69,7 +69,7 @@ def cmd_budgets(args: argparse.Namespace) -> int:
 
     console = Console()
     if not statuses:
-        console.print("No budgets configured (add [[budgets]] tables to the config file given with --config).")
+        console.print("No budgets configured (add [[budgets]] tables to the config file given with --config).", markup=False)
         return 0
     colour = {"ok": "green", "alert": "yellow", "throttled": "dark_orange", "blocked": "red"}
     table = Table(title="turnout budgets", caption=f"{args.db} · {iso_utc(time.time())}", box=box.SIMPLE_HEAD, pad_edge=False)

@@ -28,6 +28,8 @@ import logging
 
 from mitmproxy import ctx
 
+from . import state
+
 LOGGER = "mitmproxy.proxy.server"  # mitmproxy's ConnectionHandler.log, which also relays the layers' Log commands
 ROUTINE = frozenset({"client connect", "client disconnect"})
 ROUTINE_PREFIXES = ("server connect ", "server disconnect ", "Streaming response from ", "Streaming request to ")
@@ -85,4 +87,5 @@ class ConnectionLog:
             logger.log = _skip_routine(logger)  # type: ignore[method-assign]
 
     def done(self) -> None:
-        self._apply(True)
+        if not state.shutting_down():  # a script reload gives the logger back; at shutdown the closing
+            self._apply(True)  # connections would still log their routine lines

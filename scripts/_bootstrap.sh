@@ -33,9 +33,12 @@ bootstrap() {
         "$py" -m venv "$VENV"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
     fi
-    local stamp="$VENV/.turnout-installed" want
-    want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)[$extras]"
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    local stamp="$VENV/.turnout-installed" hash have want
+    hash="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
+    want="$hash[$extras]"
+    have="$(cat "$stamp" 2>/dev/null || true)"
+    # an install with extras (scripts/test's [dev]) also serves scripts/run, which needs none
+    if [ "$have" != "$want" ] && { [ -n "$extras" ] || [ "${have%%\[*}" != "$hash" ]; }; then
         echo "installing turnout${extras:+[$extras]} into .venv" >&2
         local spec="$ROOT"
         [ -n "$extras" ] && spec="$ROOT[$extras]"

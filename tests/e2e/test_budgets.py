@@ -165,6 +165,8 @@ def test_restart_keeps_the_spend(make_proxy, tmp_path):
         env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert "daily" in table.stdout and "blocked" in table.stdout
+    none = subprocess.run(turnout_cmd("budgets", "--db", str(db)), capture_output=True, text=True, check=True)
+    assert "add [[budgets]] tables to the config file given with --config" in " ".join(none.stdout.split())
 
     second = make_proxy("--config", str(cfg), *NO_CACHE, db=db)
     with pytest.raises(openai.RateLimitError) as ei:

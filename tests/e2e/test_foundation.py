@@ -283,6 +283,8 @@ def test_sigterm_drains_flows_in_flight(proxy):
     rows = [rows[0], rows[2]]  # the first call, the stream
     assert rows[1]["stream"] == 1 and rows[1]["error"] is None and rows[1]["completion_tokens"]
     assert json.loads(rows[1]["response_body"])["choices"][0]["message"]["content"] == "".join(pieces)
+    out = "".join(proxy.output)
+    assert "client disconnect" not in out and "server disconnect" not in out  # quiet to the end, not just until done
 
 
 def test_sigterm_past_the_drain_records_the_stream_as_partial(make_proxy):
