@@ -355,6 +355,30 @@ def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
     assert proxy.rows() == []
 
 
+def test_a_tunnel_that_is_neither_tls_nor_http_is_relayed_byte_for_byte(proxy):
+    """CONNECT to another host carrying some other protocol: relayed as it is, nothing recorded."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"\x00greeting\r\n")  # a server that speaks first, as databases and SSH do
+            conn.sendall(conn.recv(100)[::-1])
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = srv.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as c:
+        c.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert c.recv(100).startswith(b"HTTP/1.1 200")
+        c.sendall(b"\x01\x02raw")
+        got = b""
+        while len(got) < len(b"\x00greeting\r\nwar\x02\x01"):
+            got += c.recv(100)
+    assert got == b"\x00greeting\r\nwar\x02\x01"
+    srv.close()
+    assert proxy.rows() == []
+
+
 def test_turnout_run_wraps_a_command(tmp_path, certs_dir, upstream):
     db = tmp_path / "run.db"
     script = tmp_path / "app.py"
