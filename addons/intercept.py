@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions, http
@@ -24,6 +25,19 @@ from turnout.ledger.keys import key_fingerprint
 from . import config, state
 
 log = logging.getLogger(__name__)
+
+
+def excluded_by_user_rules(hosts: Sequence[str], allow: Sequence[str], ignore: Sequence[str]) -> list[str]:
+    """The provider hosts mitmproxy's own `allow_hosts` / `ignore_hosts` would not intercept (its rules:
+    a regex search, case-insensitive, on `host:port`)."""
+    out = []
+    for host in hosts:
+        target = f"{host}:443"
+        if (allow and not any(re.search(rx, target, re.IGNORECASE) for rx in allow)) or any(
+            re.search(rx, target, re.IGNORECASE) for rx in ignore
+        ):
+            out.append(host)
+    return out
 
 
 def parse_hosts(values: Sequence[str]) -> dict[str, str]:
@@ -67,8 +81,11 @@ class Intercept:
                 self.hosts = parse_hosts(ctx.options.turnout_hosts)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_hosts: {e}") from None
-        if updated & {"allow_hosts", "ignore_hosts"}:
+        if updated & {"allow_hosts", "ignore_hosts", "turnout_hosts"}:
             self.tunnel_others = not ctx.options.allow_hosts and not ctx.options.ignore_hosts
+            for host in excluded_by_user_rules(list(self.hosts), ctx.options.allow_hosts, ctx.options.ignore_hosts):
+                log.warning("turnout: %s is a provider host, but allow_hosts/ignore_hosts tunnel it untouched: "
+                            "its calls are not recorded, cached, routed or budgeted", host)  # fmt: skip
         if "turnout_config" in updated:
             try:
                 config.load_config(ctx.options.turnout_config)
@@ -79,11 +96,18 @@ class Intercept:
             ctx.options.update(connection_strategy="lazy", upstream_cert=False)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
-        # Runs after mitmproxy's NextLayer addon (a default addon, earlier in the chain): the last word.
-        address = nextlayer.context.server.address
-        if address is None or not self.tunnel_others or address[0].lower() in self.hosts:
+        # Loaded as a script, this runs before mitmproxy's NextLayer addon, which then leaves a layer
+        # set here alone; added after it, this overrides its choice. Either way the choice stands.
+        context = nextlayer.context
+        address = context.server.address
+        if (
+            address is None
+            or not self.tunnel_others
+            or context.client.transport_protocol != "tcp"  # turnout intercepts HTTPS only; UDP is mitmproxy's
+            or address[0].lower() in self.hosts
+        ):
             return
-        nextlayer.layer = layers.TCPLayer(nextlayer.context, ignore=not ctx.options.show_ignored_hosts)
+        nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
 
     def running(self) -> None:
         server = ctx.master.addons.get("proxyserver")

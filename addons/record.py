@@ -110,6 +110,8 @@ class Record:
         self.prices = PriceBook()
         self.store_bodies = True
         self.open_flows: dict[str, http.HTTPFlow] = {}
+        self.counting: dict[str, str | None] = {}  # flow id -> its error, while its tokens are counted
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.draining = False  # shutting down: flows in flight finish, new requests get 503
 
     def load(self, loader) -> None:
@@ -190,41 +192,51 @@ class Record:
                 log.warning("turnout: %s; streaming %s unparsed", e, flow.request.path)
                 flow.response.stream = True
 
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or llm.recorded or flow.response is None:
             return
-        if not await self._count_unreported_usage(flow, llm):
-            return
         # responseheaders always ran first (mitmproxy emulates it for answers set in the request hook),
         # so deferred decisions and turnout's headers are already on the response.
-        self._record(flow, llm, error=None)
+        self._record_when_counted(flow, llm, error=None)
 
-    async def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or llm.recorded:
             return
         msg = flow.error.msg if flow.error else "unknown error"
         if llm.assembler is not None:
             msg = f"stream incomplete: {msg}"
-            if not await self._count_unreported_usage(flow, llm):
-                return
-        self._record(flow, llm, error=msg)
+        self._record_when_counted(flow, llm, error=msg)
 
-    @staticmethod
-    async def _count_unreported_usage(flow: http.HTTPFlow, llm: state.LLMFlow) -> bool:
-        """Count a stream's tokens when the provider did not report them (cut off before its last
-        event, or a server that never sends usage): it bills them all the same. Off the event loop,
-        as a long prompt takes milliseconds of BPE. False if the flow was recorded meanwhile."""
-        if llm.assembler is None or llm.assembler.usage_final:
-            return True
-        partial = llm.assembler.result()
-        if partial is None:  # no answer had started: nothing we know of was generated
-            return True
-        llm.counted_usage = await asyncio.to_thread(
-            unreported_usage, llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS)
-        )
-        return not llm.recorded  # the shutdown drain may have recorded it meanwhile
+    def _record_when_counted(self, flow: http.HTTPFlow, llm: state.LLMFlow, *, error: str | None) -> None:
+        """Record now — or, for a stream the provider reported no usage for, once turnout has counted
+        its tokens on a worker thread: a long prompt takes milliseconds of BPE, and mitmproxy sends the
+        stream's last bytes to the client only after this hook returns. Until then the flow stays open,
+        so a shutdown drain waits for it (or records it itself, with this hook's error)."""
+        partial = unreported_answer(flow, llm)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if partial is None or loop is None:
+            self._record(flow, llm, error=error)
+            return
+        self.counting[flow.id] = error
+        args = (llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS))  # read on the loop
+        task = loop.create_task(self._count_then_record(flow, llm, args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _count_then_record(self, flow: http.HTTPFlow, llm: state.LLMFlow, args: tuple[Any, ...]) -> None:
+        try:
+            llm.counted_usage = await asyncio.to_thread(unreported_usage, *args)
+        except Exception:  # noqa: BLE001 - a bug here must cost the count, not the row
+            log.exception("turnout: could not count the tokens of flow %s", flow.id)
+            llm.count_failed = True
+        error = self.counting.pop(flow.id, None)
+        if not llm.recorded:  # the shutdown drain may have recorded it meanwhile
+            self._record(flow, llm, error=error)
 
     def done(self) -> Any:
         """Record what is still open and close the ledger — after a drain when the proxy is shutting down.
@@ -253,7 +265,9 @@ class Record:
         for flow in list(self.open_flows.values()):
             llm = state.get(flow)
             if llm is not None and not llm.recorded:
-                self._record(flow, llm, error="turnout shut down before the flow finished")
+                # a flow still being counted has ended already: it keeps its own outcome (counted here, inline)
+                error = self.counting.pop(flow.id, "turnout shut down before the flow finished")
+                self._record(flow, llm, error=error)
         if self.writer is not None:
             self.writer.close()
 
@@ -325,10 +339,9 @@ class Record:
                 body = llm.assembler.result()
                 usage = llm.assembler.usage
                 response_text = json.dumps(body, ensure_ascii=False) if body is not None else None
-                if body is not None and not llm.assembler.usage_final:
-                    usage = llm.counted_usage or unreported_usage(  # counted here (on the loop) only at shutdown
-                        usage, body, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS)
-                    )
+                counted = counted_usage(flow, llm)
+                if counted is not None:
+                    usage = counted
                     row["usage_estimated"] = 1
                 if llm.assembler.error and not error:
                     error = f"stream error: {llm.assembler.error}"
@@ -380,6 +393,35 @@ class Record:
             row["response_body"] = response_text
         row.update(llm.columns)
         return row
+
+
+def unreported_answer(flow: http.HTTPFlow, llm: state.LLMFlow) -> Any | None:
+    """The answer (as far as it came) of a stream the provider reported no usage for, to count it
+    from; None when there is nothing to count (not a stream, usage reported, or not answered)."""
+    asm, resp = llm.assembler, flow.response
+    if asm is None or asm.usage_final or resp is None or resp.status_code >= 400:
+        return None
+    try:
+        partial = asm.result()
+    except Exception:  # noqa: BLE001
+        log.exception("turnout: could not assemble the answer of flow %s", flow.id)
+        return None
+    return {} if partial is None else partial  # answered, cut before its first event: the prompt is billed
+
+
+def counted_usage(flow: http.HTTPFlow, llm: state.LLMFlow) -> Usage | None:
+    """turnout's count for a stream without reported usage: made on a worker thread by
+    `_count_then_record`, or here on the loop when the flow is recorded without one (shutdown)."""
+    if llm.counted_usage is not None or llm.count_failed:
+        return llm.counted_usage
+    partial = unreported_answer(flow, llm)
+    if partial is None:
+        return None
+    try:
+        return unreported_usage(llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS))
+    except Exception:  # noqa: BLE001
+        log.exception("turnout: could not count the tokens of flow %s", flow.id)
+        return None
 
 
 def flow_mark(row: dict[str, Any]) -> str:

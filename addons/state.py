@@ -42,6 +42,7 @@ class LLMFlow:
     stream_ended_at: float | None = None
     assembler: Any = None
     counted_usage: Usage | None = None  # turnout's count for a stream whose usage the provider did not report
+    count_failed: bool = False
     response_json: Any = None  # the answer as Record parsed (or assembled) it, for on_record callbacks
     columns: dict[str, Any] = field(default_factory=dict)  # extra ledger columns from other addons
     response_headers: dict[str, str] = field(default_factory=dict)  # x-turnout-* headers for the client

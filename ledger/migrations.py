@@ -185,6 +185,26 @@ def m008_usage_estimated(db: sqlite_utils.Database) -> None:
     db["flows"].add_column("usage_estimated", int)
 
 
+@migration
+def m009_summary_usage(db: sqlite_utils.Database) -> None:
+    """`flows_summary` again, now with the usage columns added since m006 (and reasoning_tokens)."""
+    db.execute("DROP VIEW IF EXISTS flows_summary")
+    db.execute(
+        """CREATE VIEW flows_summary AS
+        SELECT id, started_at, substr(started_at, 1, 10) AS day, provider, endpoint, requested_model, model,
+               response_model, stream, status_code, error IS NULL AS ok, error, prompt_tokens, cached_prompt_tokens,
+               cache_write_tokens, completion_tokens, reasoning_tokens,
+               coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) AS tokens, usage_estimated, cost_usd,
+               latency_ms, ttft_ms, api_key_fp, user, feature, team, project, task, decision, would_route_to, routed,
+               cache, blocked_by,
+               CASE WHEN cache = 'hit' THEN saved_usd
+                    WHEN routed = 1 THEN baseline_cost_usd - cost_usd END AS saved_usd,
+               CASE WHEN decision = 'route' AND routed IS NULL THEN cost_usd - projected_cost_usd END
+                   AS projected_saving_usd
+        FROM flows"""
+    )
+
+
 def applied(db: sqlite_utils.Database) -> set[str]:
     if "_turnout_migrations" not in db.table_names():
         return set()

@@ -138,9 +138,9 @@ class ChatStream:
         if isinstance(delta, dict):
             if delta.get("role"):
                 acc["role"] = delta["role"]
-            for key in ("content", "refusal"):
+            for key in ("content", "refusal", "reasoning_content"):  # reasoning_content: DeepSeek, vLLM
                 if isinstance(delta.get(key), str):
-                    acc[key] = (acc[key] or "") + delta[key]
+                    acc[key] = (acc.get(key) or "") + delta[key]
             for tc in delta.get("tool_calls") or ():
                 if not isinstance(tc, dict):
                     continue
@@ -175,6 +175,8 @@ class ChatStream:
             message: dict[str, Any] = {"role": acc["role"] or "assistant", "content": acc["content"]}
             if acc["refusal"] is not None:
                 message["refusal"] = acc["refusal"]
+            if acc.get("reasoning_content") is not None:
+                message["reasoning_content"] = acc["reasoning_content"]
             if acc["tool_calls"]:
                 message["tool_calls"] = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
             choices.append(

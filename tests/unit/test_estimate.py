@@ -84,3 +84,13 @@ def test_a_cut_responses_stream_keeps_the_text_its_deltas_carried():
         {"type": "output_text", "text": "Hello world"}]}], "usage": {"input_tokens": 3, "output_tokens": 2}}  # fmt: skip
     feed(s, [{"type": "response.completed", "response": done}])
     assert s.usage_final and s.result() == done  # a finished stream is the provider's own object
+
+
+def test_reasoning_streamed_as_reasoning_content_is_kept_and_counted():
+    s = oa.ChatStream()
+    feed(s, [{"id": "c", "object": "chat.completion.chunk", "model": "deepseek-reasoner", "choices": [{"index": 0, "delta": {"reasoning_content": "First, "}}]},
+             {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"reasoning_content": "think."}}]},
+             {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "42"}}]}])  # fmt: skip
+    message = s.result()["choices"][0]["message"]
+    assert message["reasoning_content"] == "First, think." and message["content"] == "42"
+    assert output_text(s.result()) == "42\nFirst, think."
