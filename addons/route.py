@@ -12,7 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy.proxy import server_hooks
 
 from turnout.ledger.pricing import Usage
 from turnout.router.policy import RoutingPolicy
@@ -36,6 +37,8 @@ class Route:
     def __init__(self) -> None:
         self.mode = "observe"
         self.policy: RoutingPolicy | None = None
+        # client connection id -> observed flows whose request waits for its upstream connection
+        self.after_connect: dict[str, list[state.LLMFlow]] = {}
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -74,12 +77,28 @@ class Route:
             if loop is not None:
                 # Observing changes nothing that goes upstream, so classify while the provider works, not before
                 # the request leaves; Record runs it first if the answer comes back sooner (a cache hit).
-                # Two hops: mitmproxy sends the request one loop step after this hook returns (the hook runs
-                # under its server-event lock), and one call_soon would still run before that send.
                 llm.pending.append(lambda: self._decide(flow, llm))
-                loop.call_soon(loop.call_soon, state.run_pending, llm)
+                if flow.server_conn.connected:
+                    # Two hops: mitmproxy sends the request one loop step after this hook returns (the hook
+                    # runs under its server-event lock), and one call_soon would still run before that send.
+                    loop.call_soon(loop.call_soon, state.run_pending, llm)
+                else:  # a new upstream connection (lazy): the request leaves once it is up, not during the dial
+                    self.after_connect.setdefault(flow.client_conn.id, []).append(llm)
                 return
         self._decide(flow, llm)
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        waiting = self.after_connect.pop(data.client.id, None)
+        if waiting:  # mitmproxy sends the request right after this hook, then these run
+            loop = asyncio.get_running_loop()
+            for llm in waiting:
+                loop.call_soon(loop.call_soon, state.run_pending, llm)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.after_connect.pop(data.client.id, None)  # Record runs their pending work when it records them
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.after_connect.pop(client.id, None)
 
     def _decide(self, flow: http.HTTPFlow, llm: state.LLMFlow) -> None:
         assert self.policy is not None

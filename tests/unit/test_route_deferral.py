@@ -1,0 +1,85 @@
+"""Observe mode classifies after the request has left: on a new upstream connection, once it is up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from mitmproxy import http
+from mitmproxy.connection import ConnectionState
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+from mitmproxy.test import taddons, tflow
+
+from turnout.addons import state
+from turnout.addons.intercept import Intercept
+from turnout.addons.route import Route
+
+
+def observed_flow(intercept: Intercept, upstream_open: bool) -> http.HTTPFlow:
+    f = tflow.tflow()
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    f.request = http.Request.make("POST", "https://api.openai.com/v1/chat/completions", json.dumps(body).encode(),
+                                  {"authorization": "Bearer sk-route-0000000001", "content-type": "application/json"})  # fmt: skip
+    f.server_conn.state = ConnectionState.OPEN if upstream_open else ConnectionState.CLOSED
+    intercept.request(f)
+    return f
+
+
+async def steps(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_on_a_new_upstream_connection_the_decision_waits_for_the_connection():
+    intercept, route = Intercept(), Route()
+
+    async def main() -> None:
+        with taddons.context(intercept, route) as tctx:
+            tctx.configure(route, turnout_mode="observe")
+            f = observed_flow(intercept, upstream_open=False)
+            llm = state.get(f)
+            route.request(f)
+            await steps(5)
+            assert llm.pending and "decision" not in llm.columns  # not while mitmproxy dials the provider
+            route.server_connected(ServerConnectionHookData(server=f.server_conn, client=f.client_conn))
+            await steps(2)
+            assert not llm.pending and llm.columns["decision"] in ("route", "keep", "skip")
+            assert route.after_connect == {}
+
+    asyncio.run(main())
+
+
+def test_on_a_kept_alive_connection_it_follows_the_request_at_once():
+    intercept, route = Intercept(), Route()
+
+    async def main() -> None:
+        with taddons.context(intercept, route) as tctx:
+            tctx.configure(route, turnout_mode="observe")
+            f = observed_flow(intercept, upstream_open=True)
+            llm = state.get(f)
+            route.request(f)
+            assert llm.pending  # not inside the hook: the request leaves first
+            await steps(2)
+            assert not llm.pending and "decision" in llm.columns
+
+    asyncio.run(main())
+
+
+def test_a_connection_that_never_comes_up_leaves_nothing_behind():
+    intercept, route = Intercept(), Route()
+
+    async def main() -> None:
+        with taddons.context(intercept, route) as tctx:
+            tctx.configure(route, turnout_mode="observe")
+            f = observed_flow(intercept, upstream_open=False)
+            route.request(f)
+            route.server_connect_error(ServerConnectionHookData(server=f.server_conn, client=f.client_conn))
+            assert route.after_connect == {}
+            state.run_pending(state.get(f))  # what Record does when it records the failed flow
+            assert "decision" in state.get(f).columns
+            g = observed_flow(intercept, upstream_open=False)
+            route.request(g)
+            route.client_disconnected(g.client_conn)
+            assert route.after_connect == {}
+
+    asyncio.run(main())
