@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
@@ -30,56 +31,56 @@ async def steps(n: int) -> None:
         await asyncio.sleep(0)
 
 
-def test_on_a_new_upstream_connection_the_decision_waits_for_the_connection():
+def with_route(check: Callable[[Intercept, Route], Awaitable[None]]) -> None:
+    """Run `check` on a loop, with Intercept and an observing Route loaded."""
     intercept, route = Intercept(), Route()
 
     async def main() -> None:
         with taddons.context(intercept, route) as tctx:
             tctx.configure(route, turnout_mode="observe")
-            f = observed_flow(intercept, upstream_open=False)
-            llm = state.get(f)
-            route.request(f)
-            await steps(5)
-            assert llm.pending and "decision" not in llm.columns  # not while mitmproxy dials the provider
-            route.server_connected(ServerConnectionHookData(server=f.server_conn, client=f.client_conn))
-            await steps(2)
-            assert not llm.pending and llm.columns["decision"] in ("route", "keep", "skip")
-            assert route.after_connect == {}
+            await check(intercept, route)
 
     asyncio.run(main())
+
+
+def test_on_a_new_upstream_connection_the_decision_waits_for_the_connection():
+    async def check(intercept: Intercept, route: Route) -> None:
+        f = observed_flow(intercept, upstream_open=False)
+        llm = state.get(f)
+        route.request(f)
+        await steps(5)
+        assert llm.pending and "decision" not in llm.columns  # not while mitmproxy dials the provider
+        route.server_connected(ServerConnectionHookData(server=f.server_conn, client=f.client_conn))
+        await steps(2)
+        assert not llm.pending and llm.columns["decision"] in ("route", "keep", "skip")
+        assert route.after_connect == {}
+
+    with_route(check)
 
 
 def test_on_a_kept_alive_connection_it_follows_the_request_at_once():
-    intercept, route = Intercept(), Route()
+    async def check(intercept: Intercept, route: Route) -> None:
+        f = observed_flow(intercept, upstream_open=True)
+        llm = state.get(f)
+        route.request(f)
+        assert llm.pending  # not inside the hook: the request leaves first
+        await steps(2)
+        assert not llm.pending and "decision" in llm.columns
 
-    async def main() -> None:
-        with taddons.context(intercept, route) as tctx:
-            tctx.configure(route, turnout_mode="observe")
-            f = observed_flow(intercept, upstream_open=True)
-            llm = state.get(f)
-            route.request(f)
-            assert llm.pending  # not inside the hook: the request leaves first
-            await steps(2)
-            assert not llm.pending and "decision" in llm.columns
-
-    asyncio.run(main())
+    with_route(check)
 
 
 def test_a_connection_that_never_comes_up_leaves_nothing_behind():
-    intercept, route = Intercept(), Route()
+    async def check(intercept: Intercept, route: Route) -> None:
+        f = observed_flow(intercept, upstream_open=False)
+        route.request(f)
+        route.server_connect_error(ServerConnectionHookData(server=f.server_conn, client=f.client_conn))
+        assert route.after_connect == {}
+        state.run_pending(state.get(f))  # what Record does when it records the failed flow
+        assert "decision" in state.get(f).columns
+        g = observed_flow(intercept, upstream_open=False)
+        route.request(g)
+        route.client_disconnected(g.client_conn)
+        assert route.after_connect == {}
 
-    async def main() -> None:
-        with taddons.context(intercept, route) as tctx:
-            tctx.configure(route, turnout_mode="observe")
-            f = observed_flow(intercept, upstream_open=False)
-            route.request(f)
-            route.server_connect_error(ServerConnectionHookData(server=f.server_conn, client=f.client_conn))
-            assert route.after_connect == {}
-            state.run_pending(state.get(f))  # what Record does when it records the failed flow
-            assert "decision" in state.get(f).columns
-            g = observed_flow(intercept, upstream_open=False)
-            route.request(g)
-            route.client_disconnected(g.client_conn)
-            assert route.after_connect == {}
-
-    asyncio.run(main())
+    with_route(check)
