@@ -37,7 +37,10 @@ class Route:
     def __init__(self) -> None:
         self.mode = "observe"
         self.policy: RoutingPolicy | None = None
-        # client connection id -> observed flows whose request waits for its upstream connection
+        # Per client connection: whether its upstream connection is up, and the observed flows whose
+        # request waits for it to come up (keyed by client: turnout_upstream rewrites the destination
+        # after this hook, so the flow's own server_conn says nothing about the connection it will use).
+        self.upstream_up: set[str] = set()
         self.after_connect: dict[str, list[state.LLMFlow]] = {}
 
     def load(self, loader) -> None:
@@ -78,26 +81,35 @@ class Route:
                 # Observing changes nothing that goes upstream, so classify while the provider works, not before
                 # the request leaves; Record runs it first if the answer comes back sooner (a cache hit).
                 llm.pending.append(lambda: self._decide(flow, llm))
-                if flow.server_conn.connected:
+                client = flow.client_conn.id
+                if client in self.upstream_up:
                     # Two hops: mitmproxy sends the request one loop step after this hook returns (the hook
                     # runs under its server-event lock), and one call_soon would still run before that send.
                     loop.call_soon(loop.call_soon, state.run_pending, llm)
                 else:  # a new upstream connection (lazy): the request leaves once it is up, not during the dial
-                    self.after_connect.setdefault(flow.client_conn.id, []).append(llm)
+                    # (flows answered meanwhile without one — cache hits — were run by Record: dropped here)
+                    waiting = [w for w in self.after_connect.get(client, ()) if w.pending]
+                    waiting.append(llm)
+                    self.after_connect[client] = waiting
                 return
         self._decide(flow, llm)
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.upstream_up.add(data.client.id)
         waiting = self.after_connect.pop(data.client.id, None)
         if waiting:  # mitmproxy sends the request right after this hook, then these run
             loop = asyncio.get_running_loop()
             for llm in waiting:
                 loop.call_soon(loop.call_soon, state.run_pending, llm)
 
+    def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.upstream_up.discard(data.client.id)  # the next request dials again
+
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.after_connect.pop(data.client.id, None)  # Record runs their pending work when it records them
 
     def client_disconnected(self, client: connection.Client) -> None:
+        self.upstream_up.discard(client.id)
         self.after_connect.pop(client.id, None)
 
     def _decide(self, flow: http.HTTPFlow, llm: state.LLMFlow) -> None:
