@@ -223,17 +223,13 @@ class Record:
             self._record(flow, llm, error=error)
             return
         self.counting[flow.id] = error
-        args = (llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS))  # read on the loop
-        task = loop.create_task(self._count_then_record(flow, llm, args))
+        task = loop.create_task(self._count_then_record(flow, llm, count_args(flow, llm, partial)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _count_then_record(self, flow: http.HTTPFlow, llm: state.LLMFlow, args: tuple[Any, ...]) -> None:
-        try:
-            llm.counted_usage = await asyncio.to_thread(unreported_usage, *args)
-        except Exception:  # noqa: BLE001 - a bug here must cost the count, not the row
-            log.exception("turnout: could not count the tokens of flow %s", flow.id)
-            llm.count_failed = True
+        llm.counted_usage = await asyncio.to_thread(count_safely, flow.id, args)
+        llm.count_failed = llm.counted_usage is None
         error = self.counting.pop(flow.id, None)
         if not llm.recorded:  # the shutdown drain may have recorded it meanwhile
             self._record(flow, llm, error=error)
@@ -409,19 +405,27 @@ def unreported_answer(flow: http.HTTPFlow, llm: state.LLMFlow) -> Any | None:
     return {} if partial is None else partial  # answered, cut before its first event: the prompt is billed
 
 
+def count_args(flow: http.HTTPFlow, llm: state.LLMFlow, partial: Any) -> tuple[Any, ...]:
+    """`unreported_usage`'s arguments, read on the event loop (the count itself may run on a thread)."""
+    return llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS)
+
+
+def count_safely(flow_id: str, args: tuple[Any, ...]) -> Usage | None:
+    """`unreported_usage(*args)`; None, logged, if it fails: a bug here must cost the count, not the row."""
+    try:
+        return unreported_usage(*args)
+    except Exception:  # noqa: BLE001
+        log.exception("turnout: could not count the tokens of flow %s", flow_id)
+        return None
+
+
 def counted_usage(flow: http.HTTPFlow, llm: state.LLMFlow) -> Usage | None:
     """turnout's count for a stream without reported usage: made on a worker thread by
     `_count_then_record`, or here on the loop when the flow is recorded without one (shutdown)."""
     if llm.counted_usage is not None or llm.count_failed:
         return llm.counted_usage
     partial = unreported_answer(flow, llm)
-    if partial is None:
-        return None
-    try:
-        return unreported_usage(llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS))
-    except Exception:  # noqa: BLE001
-        log.exception("turnout: could not count the tokens of flow %s", flow.id)
-        return None
+    return None if partial is None else count_safely(flow.id, count_args(flow, llm, partial))
 
 
 def flow_mark(row: dict[str, Any]) -> str:

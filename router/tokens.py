@@ -138,9 +138,9 @@ def is_loaded(model: str | None = None) -> bool:
     return encoding_for(model) in _loaded
 
 
-def preload(*models: str | None) -> None:
-    """Load the encodings these models use (all shipped ones when none are given)."""
-    for wanted in {encoding_for(m) for m in models} if models else (OFFLINE_ENCODING, O200K_ENCODING):
+def preload() -> None:
+    """Load every shipped encoding now (at start), not on a first count."""
+    for wanted in (OFFLINE_ENCODING, O200K_ENCODING):
         _load(wanted)
 
 

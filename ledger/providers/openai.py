@@ -132,7 +132,8 @@ class ChatStream:
     def _merge_choice(self, choice: dict[str, Any]) -> None:
         idx = choice.get("index", 0)
         acc = self._choices.setdefault(
-            idx, {"index": idx, "role": None, "content": None, "refusal": None, "tool_calls": {}, "text": None}
+            idx,
+            {"index": idx, "role": None, "content": None, "refusal": None, "reasoning_content": None, "tool_calls": {}, "text": None},
         )
         delta = choice.get("delta")
         if isinstance(delta, dict):
@@ -140,7 +141,7 @@ class ChatStream:
                 acc["role"] = delta["role"]
             for key in ("content", "refusal", "reasoning_content"):  # reasoning_content: DeepSeek, vLLM
                 if isinstance(delta.get(key), str):
-                    acc[key] = (acc.get(key) or "") + delta[key]
+                    acc[key] = (acc[key] or "") + delta[key]
             for tc in delta.get("tool_calls") or ():
                 if not isinstance(tc, dict):
                     continue
@@ -175,7 +176,7 @@ class ChatStream:
             message: dict[str, Any] = {"role": acc["role"] or "assistant", "content": acc["content"]}
             if acc["refusal"] is not None:
                 message["refusal"] = acc["refusal"]
-            if acc.get("reasoning_content") is not None:
+            if acc["reasoning_content"] is not None:
                 message["reasoning_content"] = acc["reasoning_content"]
             if acc["tool_calls"]:
                 message["tool_calls"] = [acc["tool_calls"][i] for i in sorted(acc["tool_calls"])]
