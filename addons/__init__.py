@@ -27,6 +27,7 @@ def default_addons() -> list[object]:
     from .intercept import Intercept
     from .metrics import Metrics
     from .record import Record
+    from .redact import Redact
 
     from .route import Route
 
@@ -42,6 +43,7 @@ def default_addons() -> list[object]:
         Budget(),
         Forward(),
         Record(),
+        Redact(),  # credentials out of the flow once it has gone upstream, and out of logs and mitmweb
         ContentViews(),  # mitmweb views of LLM requests and streams
         Metrics(),  # Prometheus endpoint (off unless turnout_metrics_port)
     ]

@@ -38,7 +38,7 @@ class Attribute:
             return
         try:
             cols = attribute(
-                path=flow.request.path,
+                path=llm.path,
                 model=llm.requested_model,
                 body=llm.body,
                 headers=llm.headers,

@@ -17,6 +17,7 @@ from turnout.ledger.budgets import max_output
 from turnout.router.tokens import preload
 
 from . import config, state
+from .guard import fail_closed
 from .budget import flow_prompt_tokens, refuse, scope_props
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Breakers:
             if cfg.spikes:
                 preload()  # spike limits count every prompt
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -49,7 +51,7 @@ class Breakers:
         now = time.time()
         cfg = self.config
         if self.loops.enabled and self.loops.hit(llm.api_key_fp, request_fingerprint(llm.endpoint, llm.body), now):
-            log.warning("turnout: retry loop from key %s on %s: refused", llm.api_key_fp, flow.request.path)
+            log.warning("turnout: retry loop from key %s on %s: refused", llm.api_key_fp, llm.path)
             refuse(
                 flow, llm, blocked_by="loop", type="requests", code="loop_detected",
                 message=(

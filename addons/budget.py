@@ -33,6 +33,7 @@ from turnout.ledger.store import iso_utc, open_ledger
 from turnout.router.tokens import count_tokens, is_loaded, preload
 
 from . import config, state
+from .guard import fail_closed
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Budget:
         if n:
             log.info("turnout: budgets rebuilt from %d ledger row(s)", n)
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return

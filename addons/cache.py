@@ -18,6 +18,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from turnout.ledger.attribution import TRUSTED_TEAM_SOURCES
 from turnout.ledger.cache import CacheIndex, CacheLimits, HotEntries, load_index_rows, read_entry
 from turnout.ledger.canonical import (
     canonical_json,
@@ -30,6 +31,7 @@ from turnout.ledger.canonical import (
 from turnout.ledger.store import iso_utc, open_ledger, parse_iso
 
 from . import state
+from .guard import fail_closed
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +148,15 @@ class Cache:
     def _key_text(self, canonical: dict[str, Any]) -> str:
         return canonical_json(loosen(canonical) if self.fuzzy else canonical)
 
-    def _scope(self, llm: state.LLMFlow) -> str:
+    def _scope(self, llm: state.LLMFlow) -> str | None:
+        """Whose answers this request may see: everyone's (`shared`), its team's — only a team the config
+        named, never one the client picked — or its credentials'. None: it carries no credential, so
+        there is no tenant to keep its answers apart from anyone else's, and it is not cached."""
         if self.scope == "shared":
             return "shared"
-        if self.scope == "team" and llm.columns.get("team"):
+        if self.scope == "team" and llm.columns.get("team") and llm.columns.get("team_source") in TRUSTED_TEAM_SOURCES:
             return f"team:{llm.columns['team']}"
-        return f"key:{llm.api_key_fp or '-'}"
+        return f"cred:{llm.credential_fp}" if llm.credential_fp else None
 
     def _delete(self, keys: list[str]) -> None:
         record = ctx.master.addons.get("record")
@@ -162,6 +167,7 @@ class Cache:
 
     # -- the request path --------------------------------------------------------------------
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or flow.response or flow.error or not isinstance(llm.body, dict):
@@ -176,9 +182,14 @@ class Cache:
             # Sampled (temperature ≠ 0) answers are neither served nor stored: no key to compute.
             llm.columns["cache"] = "skip"
             return
+        scope = self._scope(llm)
+        if scope is None and not (replay or self.record):
+            llm.columns["cache"] = "skip"  # no credential: no tenant to scope its answers by
+            return
+        scope = scope or "no-credential"  # recording for replay, which matches across keys anyway
         canonical = canonical_request(llm.endpoint, llm.body, llm.model)
         key_text = self._key_text(canonical)
-        key = request_key(key_text, self._scope(llm))
+        key = request_key(key_text, scope)
         llm.columns["cache_key"] = key
         store = self.record or self.enabled
         if replay:
@@ -203,7 +214,7 @@ class Cache:
             llm.response_headers["x-turnout-cache"] = "miss"
         if store:
             canonical_text = key_text if not self.fuzzy else None  # already serialised: don't do it twice
-            llm.on_record.append(lambda row: self._store(flow, llm, key, canonical, row, canonical_text))
+            llm.on_record.append(lambda row: self._store(flow, llm, key, scope, canonical, row, canonical_text))
 
     def _serve(self, flow: http.HTTPFlow, llm: state.LLMFlow, conn, key: str, how: str) -> bool:
         entry = self.hot.get(key) if conn is self.conn else None
@@ -280,6 +291,7 @@ class Cache:
         flow: http.HTTPFlow,
         llm: state.LLMFlow,
         key: str,
+        scope: str,
         canonical: dict[str, Any],
         row: dict[str, Any],
         canonical_text: str | None = None,
@@ -298,7 +310,7 @@ class Cache:
             return
         entry = {
                 "key": key,
-                "scope": self._scope(llm),
+                "scope": scope,
                 "endpoint": llm.endpoint,
                 "model": llm.model,
                 "canonical": canonical_text or canonical_json(canonical),

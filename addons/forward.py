@@ -11,9 +11,16 @@ import json
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+import logging
+
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import server_hooks
 
 from . import state
+from .intercept import parse_hosts
+
+log = logging.getLogger(__name__)
+from .guard import fail_closed
 
 
 class Upstream(NamedTuple):
@@ -43,9 +50,32 @@ def upstream_path(prefix: str, path: str) -> str:
     return prefix + path
 
 
+def frame(req: http.Request, headers: dict[str, str] | None) -> None:
+    """Give a body turnout has read a `content-length` and no `transfer-encoding`.
+
+    mitmproxy forwards an HTTP/2 request that has a body but no content-length (allowed in h2, where
+    frames delimit the body) to an HTTP/1.1 server with no framing at all: the server reads an empty
+    request and then the body as a second request — smuggled, with whatever headers it carries.
+    `headers`: the request's lower-cased headers when they are known to be current (a cheap check first).
+    """
+    body = req.raw_content
+    if body is None:  # streamed through (not read): mitmproxy frames it
+        return
+    length = str(len(body))
+    if headers is not None and "transfer-encoding" not in headers and headers.get("content-length") == length:
+        return
+    if not body and req.method in ("GET", "HEAD", "DELETE", "OPTIONS") and "content-length" not in req.headers:
+        req.headers.pop("transfer-encoding", None)
+        return
+    req.headers.pop("transfer-encoding", None)
+    if req.headers.get("content-length") != length:
+        req.headers["content-length"] = length
+
+
 class Forward:
     def __init__(self) -> None:
         self.upstream: Upstream | None = None
+        self.provider_hosts: frozenset[str] = frozenset()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -62,10 +92,29 @@ class Forward:
                 self.upstream = parse_upstream(ctx.options.turnout_upstream)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_upstream: {e}") from None
+        if "turnout_hosts" in updated:
+            try:
+                self.provider_hosts = frozenset(parse_hosts(ctx.options.turnout_hosts))
+            except ValueError:
+                pass  # Intercept reports it
 
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """With `turnout_upstream` set, never dial a provider host itself: whatever path a flow took to get
+        here (a bug, another addon), a call the run was promised would go to the upstream must not leave."""
+        up, address = self.upstream, data.server.address
+        if up is None or address is None or address[0].lower() not in self.provider_hosts:
+            return
+        if (address[0], address[1]) != (up.host, up.port):
+            log.error("turnout: refusing to connect to %s while turnout_upstream is %s", address[0], up.host)
+            data.server.error = f"turnout: not connecting to {address[0]}: provider traffic goes to turnout_upstream"
+
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
         llm = state.get(flow)
-        if llm is None or flow.response or flow.error:
+        if llm is None:
+            frame(flow.request, None)
             return
         for name in [k for k in llm.headers if k.startswith("x-turnout-")]:
             del flow.request.headers[name]  # case-insensitive, every occurrence
@@ -76,6 +125,7 @@ class Forward:
                 flow.request.headers["accept-encoding"] = "identity"
             if llm.body_changed:
                 flow.request.content = json.dumps(llm.body, ensure_ascii=False, separators=(",", ":")).encode()
+        frame(flow.request, None if llm.body_changed else llm.headers)
         if self.upstream is not None:
             up = self.upstream
             flow.request.path = upstream_path(up.path_prefix, flow.request.path)

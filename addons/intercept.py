@@ -11,7 +11,7 @@ request once and hangs an `LLMFlow` on the flow.
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
 import re
 from collections.abc import Sequence
@@ -20,9 +20,12 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import layer, layers
 
 from turnout.ledger import providers
+from turnout.ledger.bodies import parse_body
+from turnout.ledger.credentials import credential_fingerprint, query_pairs, redact_path
 from turnout.ledger.keys import key_fingerprint
 
 from . import config, state
+from .guard import answer_internal_error, fail_closed
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,13 @@ def excluded_by_user_rules(hosts: Sequence[str], allow: Sequence[str], ignore: S
         ):
             out.append(host)
     return out
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def parse_hosts(values: Sequence[str]) -> dict[str, str]:
@@ -116,9 +126,18 @@ class Intercept:
         log.info("turnout: intercepting %s", ", ".join(self.hosts))
         if encoding_name() == APPROX_ENCODING:
             log.warning("turnout: tiktoken is not usable here; token counts are estimates (characters / 4)")
-        for host, port, *_ in server.listen_addrs() if server else ():
+        addrs = list(server.listen_addrs()) if server else []
+        for host, port, *_ in addrs:
             print(f"turnout: listening on {host}:{port}", flush=True)
+        exposed = sorted({str(a[0]) for a in addrs if not is_loopback(str(a[0]))})
+        if exposed and not ctx.options.proxyauth:
+            log.warning(
+                "turnout: listening on %s beyond loopback with no proxyauth: anyone who can reach this port can "
+                "relay traffic to any host through it and spend on the keys it sees. Set proxyauth "
+                "(--set proxyauth=user:pass, or @htpasswd-file) or listen on 127.0.0.1.", ", ".join(exposed),
+            )  # fmt: skip
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -126,31 +145,27 @@ class Intercept:
         if host not in self.hosts:
             return
         provider = providers.PROVIDERS[self.hosts[host]]
-        endpoint = provider.endpoint(flow.request.path)
-        body, body_error = None, None
-        raw = flow.request.get_content(strict=False) or b""
-        if raw:
-            try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as e:
-                body_error = f"request body is not JSON: {e}"[:300]
-        headers = state.lowercase_headers(flow.request.headers)
-        key = provider.api_key(headers, dict(flow.request.query) if "?" in flow.request.path else {})
-        llm = state.LLMFlow(
-            provider=provider,
-            host=host,
-            path=flow.request.path,
-            endpoint=endpoint,
-            body=body,
-            body_error=body_error,
-            request_text=raw.decode("utf-8", "replace"),
-            requested_model=provider.request_model(endpoint, body) if endpoint else None,
-            api_key_fp=key_fingerprint(key),
-            stream=bool(endpoint) and provider.wants_stream(endpoint, body),
-            headers=headers,
-            started=flow.request.timestamp_start,
-        )
+        try:
+            llm, refuse = self._read(flow, host, provider)
+        except Exception as e:  # noqa: BLE001 - the flow must still be answered, not forwarded unread
+            log.exception("turnout: could not read provider request %s", flow.id)
+            flow.metadata[state.KEY] = state.LLMFlow(
+                provider=provider, host=host, path=redact_path(flow.request.path), endpoint=None, body=None,
+                body_error=f"turnout could not read this request: {e}"[:300], request_text="", requested_model=None,
+                api_key_fp=None, stream=False, started=flow.request.timestamp_start,
+            )  # fmt: skip
+            answer_internal_error(flow, "Intercept", e)
+            return
         flow.metadata[state.KEY] = llm
+        if refuse is not None:  # a body past turnout's bounds: answered here, recorded, never forwarded
+            llm.served_locally = True
+            flow.response = state.json_response(
+                refuse,
+                provider.error_body(status=refuse, message=f"turnout: {llm.body_error}", type="invalid_request_error",
+                                    code="turnout_body_rejected"),
+                {"x-should-retry": "false"},
+            )  # fmt: skip
+            return
         record = ctx.master.addons.get("record")
         refusal = record.refusal() if record is not None else None
         if refusal is not None:
@@ -163,3 +178,35 @@ class Intercept:
                 provider.error_body(status=503, message=message, type=type_, code=code),
                 {"connection": "close"} if record.draining else None,
             )
+
+    @staticmethod
+    def _read(flow: http.HTTPFlow, host: str, provider) -> tuple[state.LLMFlow, int | None]:
+        """The request parsed once for every later addon, and the status to refuse it with (None: go on)."""
+        path = flow.request.path
+        endpoint = provider.endpoint(path)
+        raw = flow.request.get_content(strict=False) or b""
+        parsed = parse_body(raw)
+        headers = state.lowercase_headers(flow.request.headers)
+        query = query_pairs(path)
+        key = provider.api_key(headers, dict(query))
+        try:
+            text: str | bytes = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw  # the ledger keeps bytes that are not UTF-8 as they came
+        body = parsed.body
+        llm = state.LLMFlow(
+            provider=provider,
+            host=host,
+            path=redact_path(path) if query else path,
+            endpoint=endpoint,
+            body=body,
+            body_error=parsed.error,
+            request_text=text,
+            requested_model=provider.request_model(endpoint, body) if endpoint else None,
+            api_key_fp=key_fingerprint(key),
+            credential_fp=credential_fingerprint(headers, query),
+            stream=bool(endpoint) and provider.wants_stream(endpoint, body),
+            headers=headers,
+            started=flow.request.timestamp_start,
+        )
+        return llm, parsed.refuse

@@ -127,6 +127,18 @@ class Record:
             "accepted; what is still open then is recorded as interrupted. 0: record them at once.",
         )
         loader.add_option(
+            "turnout_ledger_max_backlog",
+            int,
+            10_000,
+            "Rows queued for the ledger past which new provider requests are refused (503) until it catches up.",
+        )
+        loader.add_option(
+            "turnout_ledger_max_backlog_mb",
+            int,
+            64,
+            "MB of rows (bodies included) queued for the ledger past which new provider requests are refused (503).",
+        )
+        loader.add_option(
             "turnout_prices",
             str,
             "",
@@ -143,6 +155,13 @@ class Record:
             except Exception as e:  # noqa: BLE001 - any failure to open is fatal at start, with the path
                 raise exceptions.OptionsError(f"turnout_db: cannot open ledger {ctx.options.turnout_db!r}: {e}")
             self.writer.start()
+            updated = updated | {"turnout_ledger_max_backlog"}
+        if updated & {"turnout_ledger_max_backlog", "turnout_ledger_max_backlog_mb"}:
+            rows, mb = ctx.options.turnout_ledger_max_backlog, ctx.options.turnout_ledger_max_backlog_mb
+            if rows < 1 or mb < 1:
+                raise exceptions.OptionsError("turnout_ledger_max_backlog(_mb): at least 1")
+            if self.writer is not None:
+                self.writer.max_backlog, self.writer.max_backlog_bytes = rows, mb * 1024 * 1024
         if updated & {"turnout_prices", "turnout_config"}:
             try:
                 overrides = parse_price_overrides(
@@ -163,10 +182,11 @@ class Record:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""
         if self.draining:
             return "turnout is shutting down; retry on a new connection", "turnout_shutting_down", "shutting_down"
-        if self.writer is None or not self.writer.healthy:
-            error = self.writer.last_error if self.writer is not None else "no ledger"
+        if self.writer is None or self.writer.over_backlog:
+            w = self.writer
+            error = (w.last_error or f"{w.backlog} rows, {w.backlog_bytes // 1024} KiB queued") if w else "no ledger"
             return (
-                f"turnout: the ledger cannot be written ({error}); refusing to forward unrecorded traffic",
+                f"turnout: the ledger cannot keep up ({error}); refusing to forward unrecorded traffic",
                 "turnout_ledger_unavailable",
                 "ledger_unavailable",
             )
@@ -181,6 +201,9 @@ class Record:
         if llm is None or flow.response is None:
             return
         state.run_pending(llm)
+        if self.writer is not None and not self.writer.healthy:
+            # rows are not landing: say so on every answer until they do (the refusal comes at the bound)
+            llm.response_headers["x-turnout-ledger"] = "failing"
         state.set_headers(flow.response.headers, llm.response_headers)
         if self.draining:
             flow.response.headers["connection"] = "close"  # no next request on this connection
@@ -189,7 +212,7 @@ class Record:
             try:
                 flow.response.stream = StreamTee(llm, flow.response.headers.get("content-encoding"))
             except ValueError as e:  # an encoding we cannot decode: still stream, record without content
-                log.warning("turnout: %s; streaming %s unparsed", e, flow.request.path)
+                log.warning("turnout: %s; streaming %s unparsed", e, llm.path)
                 flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -357,12 +380,20 @@ class Record:
                     response_text = raw.decode("utf-8", "replace")
                     try:
                         body = json.loads(raw) if raw else None
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         body = None
+                        if llm.endpoint and 200 <= resp.status_code < 300 and not error:
+                            # a 2xx that is not the provider's JSON (a portal's HTML, a truncated proxy answer)
+                            error = f"answer is not JSON ({resp.headers.get('content-type') or 'no content-type'})"
                     if llm.endpoint:
                         usage = llm.provider.response_usage(llm.endpoint, body)
             if resp.status_code >= 400 and not error:
                 error = _error_text(resp.status_code, body, (response_text or "").encode())
+            if error and llm.assembler is None and not llm.served_locally and not resp.stream and flow.error:
+                # The upstream's headers came but its body did not finish: mitmproxy answers the client with
+                # its own 502 instead (a non-streamed answer leaves only once whole). Record what the client got.
+                row["status_code"] = 502
+                error = f"upstream answered {resp.status_code} but the body did not arrive whole: {error}"
             llm.response_json = body
             row["response_model"] = llm.provider.response_model(body)
             row["finish_reason"] = llm.provider.finish_reason(llm.endpoint, body) if llm.endpoint else None

@@ -19,6 +19,7 @@ from turnout.ledger.pricing import Usage
 from turnout.router.policy import RoutingPolicy
 
 from . import config, state
+from .guard import fail_closed
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Route:
             explicit = ctx.options._options["turnout_mode"].has_changed()
             self.mode = mode if mode is not None and not explicit else ctx.options.turnout_mode
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or flow.response or flow.error or self.mode == "off" or self.policy is None:
@@ -148,7 +150,7 @@ class Route:
     def _counterfactual(row: dict[str, Any], llm: state.LLMFlow, column: str, model: str | None) -> None:
         """Price the same token usage on another model: the requested one (baseline) or the cheaper one (projected)."""
         record = ctx.master.addons.get("record")
-        if record is None or row.get("prompt_tokens") is None:
-            return
+        if record is None or row.get("prompt_tokens") is None or row.get("cache") in ("hit", "replay"):
+            return  # a cache hit costs nothing on any model: routing it would save nothing
         usage = Usage(*(row.get(k) or 0 for k in Usage._fields))
         row[column] = record.prices.cost(llm.provider.name, model, usage)

@@ -63,7 +63,7 @@ select requested_model, would_route_to, coalesce(task, '?') as task,
        sum(cost_usd) - sum(projected_cost_usd) as saving_usd,
        sum(case when cost_usd is null or projected_cost_usd is null then 1 else 0 end) as unpriced
 from flows
-where decision = 'route' and routed is null and started_at >= ?
+where decision = 'route' and routed is null and started_at >= ? and coalesce(cache, '') not in ('hit', 'replay')
 group by requested_model, would_route_to, task
 order by saving_usd desc nulls last, calls desc
 """
@@ -86,6 +86,10 @@ def savings(db_path: str, since: str) -> dict[str, Any]:
     rows = [dict(zip(cols, r)) for r in cur.fetchall()]
     total_calls = db.execute("select count(*), sum(cost_usd) from flows where started_at >= ?", [start]).fetchone()
     routed = db.execute(ROUTED_SQL, [start]).fetchone()
+    hits = db.execute(
+        "select count(*) from flows where decision = 'route' and routed is null and started_at >= ? "
+        "and cache in ('hit', 'replay')", [start],
+    ).fetchone()[0]
     db.conn.close()
     totals = {
         "calls": sum(r["calls"] for r in rows),
@@ -94,6 +98,7 @@ def savings(db_path: str, since: str) -> dict[str, Any]:
         "saving_usd": sum(r["saving_usd"] or 0 for r in rows),
         "all_calls": total_calls[0],
         "all_cost_usd": total_calls[1] or 0.0,
+        "cache_hits": hits,  # would-route calls answered from the cache: free either way, so not counted above
         "routed_calls": routed[0],
         "realised_saving_usd": (routed[1] or 0.0) - (routed[2] or 0.0),
     }
@@ -129,6 +134,8 @@ def cmd_savings(args: argparse.Namespace) -> int:
     table.add_row("total", "", str(t["calls"]), "", money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"]))
     console = Console()
     console.print(table)
+    if t["cache_hits"]:
+        console.print(f"{t['cache_hits']} more call(s) the router would route were cache hits: free on any model, not counted")
     if t["routed_calls"]:
         console.print(f"routed for real: {t['routed_calls']} calls, realised saving ${t['realised_saving_usd']:.4f}")
     return 0

@@ -24,14 +24,15 @@ KEY = "turnout"
 class LLMFlow:
     provider: ModuleType
     host: str  # as the client addressed it (before any upstream redirect)
-    path: str
+    path: str  # credential query parameters redacted
     endpoint: str | None  # None: a provider path we forward and record without parsing
     body: Any  # the client's request body as parsed JSON (None when it is not JSON)
     body_error: str | None
-    request_text: str  # the body exactly as the client sent it (decoded), for the ledger
+    request_text: str | bytes  # the body exactly as the client sent it (decoded; bytes when not UTF-8)
     requested_model: str | None
     api_key_fp: str | None
     stream: bool
+    credential_fp: str | None = None  # every credential the request carries, hashed: the cache's tenant
     headers: dict[str, str] = field(default_factory=dict)  # the client's request headers, names lower-cased
     started: float = field(default_factory=time.time)
     model: str | None = None  # what goes upstream (routing may change it)

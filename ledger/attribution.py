@@ -6,6 +6,12 @@ Precedence per column: explicit `x-turnout-*` header > `[attribution]` config (k
 feature rules) > body fields (`safety_identifier` / `user`, `metadata`) > automatic (the
 template name, for `feature` only, unless `auto_feature = false`).
 
+`team` is a tenant, not only a label — team budgets and `turnout_cache_scope=team` act on it — so a
+client must not be able to pick one: what the config says (the key's label, then a rule's team)
+beats the client's `x-turnout-team` header and body `metadata.team`, which only name the team of
+traffic the config says nothing about. With `trust_headers = true` (a trusted gateway in front sets
+the header) the header comes first. `team_source` records which one decided: key, rule, trusted_header, header, body.
+
 The template fingerprint groups calls from the same code path without anyone tagging them:
 the system prompt (plus the first user message's fixed lead-in, e.g. "Summarise this ticket:")
 with its variable parts — numbers, ids, uuids, hex, quoted values, e-mail addresses, URLs,
@@ -182,6 +188,7 @@ class AttributionConfig:
     keys: dict[str, str]  # api key fingerprint (or its 12-hex prefix) → team
     rules: tuple[FeatureRule, ...] = ()
     auto_feature: bool = True  # no other source: feature = the template name
+    trust_headers: bool = False  # x-turnout-team beats the config (a trusted gateway sets it)
 
     def team_for_key(self, fp: str | None) -> str | None:
         if not fp:
@@ -191,7 +198,7 @@ class AttributionConfig:
 
 def parse_attribution(table: dict[str, Any]) -> AttributionConfig:
     """The `[attribution]` table; raises ValueError naming the bad entry."""
-    unknown = set(table) - {"keys", "features", "auto_feature"}
+    unknown = set(table) - {"keys", "features", "auto_feature", "trust_headers"}
     if unknown:
         raise ValueError(f"[attribution]: unknown key(s) {sorted(unknown)}")
     keys = table.get("keys", {})
@@ -227,9 +234,24 @@ def parse_attribution(table: dict[str, Any]) -> AttributionConfig:
             )
         )
     auto = table.get("auto_feature", True)
-    if not isinstance(auto, bool):
-        raise ValueError("[attribution] auto_feature must be true or false")
-    return AttributionConfig(keys=dict(keys), rules=tuple(rules), auto_feature=auto)
+    trust = table.get("trust_headers", False)
+    if not isinstance(auto, bool) or not isinstance(trust, bool):
+        raise ValueError("[attribution] auto_feature and trust_headers must be true or false")
+    return AttributionConfig(keys=dict(keys), rules=tuple(rules), auto_feature=auto, trust_headers=trust)
+
+
+TRUSTED_TEAM_SOURCES = frozenset({"key", "rule", "trusted_header"})
+
+
+def team_of(
+    header: str | None, rule_team: str | None, key_team: str | None, body_team: str | None, trust_headers: bool
+) -> tuple[str | None, str | None]:
+    """(team, source): the config before the client unless the client's header is trusted."""
+    if trust_headers:
+        order = [("trusted_header", header), ("key", key_team), ("rule", rule_team), ("body", body_team)]
+    else:
+        order = [("key", key_team), ("rule", rule_team), ("header", header), ("body", body_team)]
+    return next(((team, source) for source, team in order if team), (None, None))
 
 
 def attribute(
@@ -253,10 +275,14 @@ def attribute(
     feature = header("x-turnout-feature") or (rule and rule.feature) or ident.feature
     if feature is None and config.auto_feature and template is not None:
         feature = template.name
-    team = header("x-turnout-team") or (rule and rule.team) or config.team_for_key(api_key_fp) or ident.team
+    team, team_source = team_of(
+        header("x-turnout-team"), rule.team if rule else None, config.team_for_key(api_key_fp), ident.team,
+        config.trust_headers,
+    )
     return {
         "feature": feature,
         "team": team,
+        "team_source": team_source,
         "user": header("x-turnout-user") or ident.user,
         "project": header("openai-project") or ident.project,
         "organization": header("openai-organization"),

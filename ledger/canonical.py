@@ -92,7 +92,7 @@ def canonical_json(canonical: dict[str, Any]) -> str:
 
 def request_key(canonical_text: str, scope: str = "") -> str:
     """sha256 over the tenant scope and the canonical request: the cache key."""
-    return hashlib.sha256(f"{scope}\n{canonical_text}".encode()).hexdigest()
+    return hashlib.sha256(f"{scope}\n{canonical_text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # -- near-identical matching (opt-in) ------------------------------------------------------

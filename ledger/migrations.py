@@ -226,3 +226,10 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
             )
         ran.append(fn.__name__)
     return ran
+
+
+@migration
+def m010_team_source(db: sqlite_utils.Database) -> None:
+    """Which source named the flow's team (key label, config rule, client header, body): only the first
+    two are the config's word, and team-scoped caching trusts only those (or headers, when trusted)."""
+    db["flows"].add_column("team_source", str)

@@ -169,7 +169,8 @@ _AGG = """
     total(CASE WHEN cache = 'hit' THEN saved_usd END),
     coalesce(sum(routed = 1), 0),
     total(CASE WHEN routed = 1 THEN baseline_cost_usd - cost_usd END),
-    total(CASE WHEN decision = 'route' AND routed IS NULL THEN cost_usd - projected_cost_usd END),
+    total(CASE WHEN decision = 'route' AND routed IS NULL AND coalesce(cache, '') NOT IN ('hit', 'replay')
+               THEN cost_usd - projected_cost_usd END),
     coalesce(sum(blocked_by IS NOT NULL), 0),
     min(started_at),
     max(started_at),

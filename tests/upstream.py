@@ -7,7 +7,10 @@ Behaviour is chosen by the request, as a client would choose it:
 - headers `x-test-chunks` and `x-test-delay-ms` shape a stream (default 5 chunks, no delay; the
   closing events — usage chunk, [DONE], message_stop — follow the last one at once);
 - header `x-test-hang-ms` delays the whole answer (timeouts, aborts);
-- header `x-test-no-usage` makes a chat stream leave out usage even when asked (as some servers do).
+- header `x-test-no-usage` makes a chat stream leave out usage even when asked (as some servers do);
+- header `x-test-pieces` (a JSON list of strings) sets a chat answer's text, one stream chunk a piece;
+- header `x-test-body` (a JSON string) answers 200 with exactly that body, and `x-test-cut` sends a
+  content-length that many bytes longer than the body and then closes (a body cut short).
 Every request received is kept in `server.requests` (method, path, headers, parsed body).
 
 Run standalone: `python tests/upstream.py --port 9999`.
@@ -123,6 +126,18 @@ class Handler(BaseHTTPRequestHandler):
         self.server.log(self, body)
         if hang := int(self.headers.get("x-test-hang-ms") or 0):
             time.sleep(hang / 1000)
+        if self.headers.get("x-test-body") is not None:
+            data = json.loads(self.headers["x-test-body"]).encode()
+            cut = int(self.headers.get("x-test-cut") or 0)
+            self.send_response(200)
+            self.send_header("content-type", self.headers.get("x-test-content-type") or "application/json")
+            self.send_header("content-length", str(len(data) + cut))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            if cut:
+                self.close_connection = True
+            return
         model = body.get("model") if isinstance(body, dict) else None
         if isinstance(model, str) and model.startswith("error-") and self.path.startswith("/v1/messages"):
             status = int(model.split("-")[1])
@@ -191,6 +206,10 @@ class Handler(BaseHTTPRequestHandler):
             for i in range(0, len(args), 7):
                 events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 7]}}]}))
             events.append(chunk({}, "tool_calls"))
+        elif self.headers.get("x-test-pieces"):
+            for piece in json.loads(self.headers["x-test-pieces"]):
+                events.append(chunk({"content": piece}))
+            events.append(chunk({}, "stop"))
         else:
             n = int(self.headers.get("x-test-chunks") or 5)
             words = text.split(" ")

@@ -125,7 +125,13 @@ def test_precedence_header_over_rule_over_body_over_automatic():
     assert cols["team"] == "payments" and cols["user"] == "body-user"
     assert run(body, key="def456def456-QQQQ")["team"] == "search"  # prefix form of a fingerprint
     assert run(body)["team"] == "meta-team"
-    assert run(body, {"x-turnout-team": "t", "x-turnout-user": "u"}, key="abc123abc123-WXYZ")["team"] == "t"
+    # a key's configured team beats what the client says, unless the config trusts the header
+    assert run(body, {"x-turnout-team": "t", "x-turnout-user": "u"}, key="abc123abc123-WXYZ")["team"] == "payments"
+    trusting = AttributionConfig(keys=CFG.keys, rules=CFG.rules, trust_headers=True)
+    cols = run(body, {"x-turnout-team": "t"}, key="abc123abc123-WXYZ", cfg=trusting)
+    assert (cols["team"], cols["team_source"]) == ("t", "trusted_header")
+    assert run(body, {"x-turnout-team": "t"})["team_source"] == "header"  # unlabelled traffic: the header names it
+    assert run(body)["team_source"] == "body"
     assert run(body, {"x-turnout-user": "u"})["user"] == "u"
     assert run({"model": "m", "input": "x"}, path="/v1/embeddings")["feature"] == "embeddings"
     tr = run({"model": "m", "messages": [{"role": "user", "content": "Translate to Dutch:\nhi"}]})
