@@ -1,7 +1,8 @@
 """turnout's mitmproxy addons. The order of `default_addons()` is the architecture:
 
     intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
-    record                                                     (response / stream tee / error → ledger)
+    timeouts                                                   (deadlines on the upstream's answer)
+    record → redact                                            (response / stream tee / error → ledger)
 
 `Dispatch`, `DebugChecks` and `ConnectionLog` come first but are no request concerns: they make
 mitmproxy's own per-request and per-connection machinery cheaper in turnout's process.
@@ -23,6 +24,7 @@ def default_addons() -> list[object]:
     from .contentviews import ContentViews
     from .debugchecks import DebugChecks
     from .dispatch import Dispatch
+    from .errorpage import ErrorPage
     from .forward import Forward
     from .intercept import Intercept
     from .metrics import Metrics
@@ -30,11 +32,13 @@ def default_addons() -> list[object]:
     from .redact import Redact
 
     from .route import Route
+    from .timeouts import UpstreamTimeouts
 
     return [
         Dispatch(),  # mitmproxy's event dispatch, minus its per-addon overhead (not a request concern)
         DebugChecks(),  # mitmproxy's debug-only per-message type checks, off unless asked for
         ConnectionLog(),  # mitmproxy's routine per-connection log lines, off unless asked for
+        ErrorPage(),  # mitmproxy's own error answers (upstream unreachable) as provider-style JSON
         Intercept(),
         Attribute(),
         Route(),
@@ -43,6 +47,7 @@ def default_addons() -> list[object]:
         Budget(),
         Forward(),
         Record(),
+        UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)
         Redact(),  # credentials out of the flow once it has gone upstream, and out of logs and mitmweb
         ContentViews(),  # mitmweb views of LLM requests and streams
         Metrics(),  # Prometheus endpoint (off unless turnout_metrics_port)

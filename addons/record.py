@@ -227,7 +227,7 @@ class Record:
         llm = state.get(flow)
         if llm is None or llm.recorded:
             return
-        msg = flow.error.msg if flow.error else "unknown error"
+        msg = llm.timeout_reason or (flow.error.msg if flow.error else "unknown error")
         if llm.assembler is not None:
             msg = f"stream incomplete: {msg}"
         self._record_when_counted(flow, llm, error=msg)

@@ -50,6 +50,7 @@ class LLMFlow:
     # Called with the finished ledger row before it is written (settle a budget, price a counterfactual).
     on_record: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     recorded: bool = False
+    timeout_reason: str | None = None  # set when turnout's own timeout ended the flow
     # Work deferred off the request path (observe-mode routing); `run_pending` runs it before its results are read.
     pending: list[Callable[[], None]] = field(default_factory=list)
 

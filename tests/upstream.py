@@ -124,6 +124,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error", "param": None, "code": None}})
             return
         self.server.log(self, body)
+        if not isinstance(body, dict):
+            self._send_json(400, {"error": {"message": "The request body must be a JSON object.", "type": "invalid_request_error", "param": None, "code": None}})
+            return
         if hang := int(self.headers.get("x-test-hang-ms") or 0):
             time.sleep(hang / 1000)
         if self.headers.get("x-test-body") is not None:
@@ -153,6 +156,12 @@ class Handler(BaseHTTPRequestHandler):
                 {"retry-after-ms": "10"} if status == 429 else None,
             )
             return
+        try:
+            self.route(body)
+        except Exception as e:  # noqa: BLE001 - a body a real provider would reject: say so, as it would
+            self._send_json(400, {"error": {"message": f"invalid request: {type(e).__name__}: {e}"[:300], "type": "invalid_request_error", "param": None, "code": None}})
+
+    def route(self, body: dict[str, Any]) -> None:
         path = self.path.split("?")[0]
         if path == "/v1/chat/completions":
             self.chat(body)

@@ -278,3 +278,60 @@ def test_a_killed_store_does_not_hold_sigterm(make_proxy, tmp_path):
     assert spilled, "rows not written must be kept somewhere"
     kept = [json.loads(line) for f in spilled for line in f.read_text().splitlines()]
     assert any(k["table"] == "flows" and "during" in (k["row"].get("request_body") or "") for k in kept)
+
+
+# -- upstream down, hung, silent ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_upstream_answers_in_the_providers_format(make_proxy):
+    proxy = make_proxy("--upstream", f"http://127.0.0.1:{free_port()}", *NO_CACHE)
+    client = proxy.client(max_retries=0)
+    with pytest.raises(openai.APIStatusError) as ei:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "anyone?"}])
+    assert ei.value.status_code == 502
+    payload = ei.value.response.json()
+    assert payload["error"]["type"] == "turnout_upstream_unreachable"
+    assert ei.value.response.headers["x-should-retry"] == "true"
+    (row,) = proxy.wait_rows(1)
+    assert row["status_code"] is None and row["error"]
+
+
+def test_hung_upstream_gets_a_504_and_a_row_after_the_timeout(make_proxy, upstream):
+    proxy = make_proxy("--set", "turnout_upstream_timeout=1s", *NO_CACHE)
+    client = proxy.client(max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as ei:
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "slow"}], extra_headers={"x-test-hang-ms": "4000"}
+        )
+    took = time.monotonic() - started
+    assert ei.value.status_code == 504 and 0.9 < took < 3.5
+    assert ei.value.response.json()["error"]["type"] == "turnout_upstream_timeout"
+    (row,) = proxy.wait_rows(1)
+    assert row["status_code"] == 504 and "turnout_upstream_timeout" in row["error"]
+    # the proxy goes on serving after it
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "fine"}])
+
+
+def test_silent_stream_is_cut_by_the_idle_timeout_and_recorded(make_proxy):
+    proxy = make_proxy("--set", "turnout_stream_idle_timeout=1s", *NO_CACHE)
+    client = proxy.client(max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(openai.APIError):
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "one two three four"}], stream=True,
+            extra_headers={"x-test-chunks": "3", "x-test-delay-ms": "3000"},
+        )  # fmt: skip
+        for _ in stream:
+            pass
+    assert time.monotonic() - started < 3
+    (row,) = proxy.wait_rows(1)
+    assert "turnout_stream_idle_timeout" in row["error"] and row["prompt_tokens"] is not None
