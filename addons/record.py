@@ -279,6 +279,20 @@ class Record:
         while self.open_flows and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self._close()
+        await self._close_connections()
+
+    @staticmethod
+    async def _close_connections() -> None:
+        """Close what is still connected after the drain, so each connection ends rather than being
+        cancelled with the loop (which asyncio reports as one CancelledError traceback per connection)."""
+        server = ctx.master.addons.get("proxyserver")
+        handlers = list(getattr(server, "connections", {}).values())
+        for handler in handlers:
+            for io in list(getattr(handler, "transports", {}).values()):
+                if io.writer is not None:
+                    io.writer.close()
+        if handlers:
+            await asyncio.sleep(0.1)  # let each connection's task see its end
 
     def _close(self) -> None:
         for flow in list(self.open_flows.values()):

@@ -104,3 +104,35 @@ def test_mitmweb_shows_conversation_stream_and_comment(web) -> None:
 
     # the views are registered by name, and other content keeps mitmproxy's own views
     assert api.get(f"/flows/{plain['id']}/request/content/json.json")["view_name"] == "JSON"
+
+
+def test_mitmweb_never_holds_credentials_in_flight_or_after(web) -> None:
+    """Keys in headers and in the query string: redacted in the flow JSON while the call is in flight
+    (the browser is sent it at once) and removed from the flow itself once it has gone upstream."""
+    import threading
+
+    proxy, api = web
+    key = "sk-proj-WEBSECRETKEY-0001"
+    client = proxy.client(api_key=key)
+    slow = threading.Thread(
+        target=lambda: client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "in flight"}],
+            extra_headers={"x-test-hang-ms": "1500"}, extra_query={"api-key": "WEBQUERYSECRET"},
+        )  # fmt: skip
+    )
+    slow.start()
+    deadline = time.monotonic() + 5
+    in_flight: list[dict[str, Any]] = []
+    while not in_flight and time.monotonic() < deadline:
+        in_flight = [f for f in api.get("/flows") if f.get("request", {}).get("path", "").startswith("/v1/") and not f.get("response")]
+        time.sleep(0.05)
+    assert in_flight, "the in-flight flow never showed"
+    text = json.dumps(in_flight)
+    assert "WEBSECRETKEY" not in text and "WEBQUERYSECRET" not in text
+    assert "REDACTED" in text
+    slow.join(10)
+    (done,) = api.flows(1)
+    text = json.dumps(done)
+    assert "WEBSECRETKEY" not in text and "WEBQUERYSECRET" not in text
+    headers = dict((k.lower(), v) for k, v in done["request"]["headers"])
+    assert headers["authorization"].startswith("Bearer REDACTED:")
