@@ -57,6 +57,19 @@ class MetricSet:
             "turnout_ttft_seconds", "Time to first streamed byte", LABELS, buckets=LATENCY_BUCKETS, registry=r
         )
         self._children: dict[tuple[str, str, str], _Children] = {}
+        from prometheus_client import Gauge
+
+        self.ledger_up = Gauge("turnout_ledger_up", "1 while ledger writes succeed, 0 from the first failure", registry=r)
+        self.ledger_rows = Gauge("turnout_ledger_backlog_rows", "Rows queued for the ledger, not yet written", registry=r)
+        self.ledger_bytes = Gauge("turnout_ledger_backlog_bytes", "Bytes of rows queued for the ledger", registry=r)
+        self.ledger_rejected = Gauge("turnout_ledger_rejected_rows", "Rows SQLite refused, kept as events rows", registry=r)
+
+    def watch_writer(self, writer: Any) -> None:
+        """Read the writer's health at every scrape (prometheus-client calls these on its own thread)."""
+        self.ledger_up.set_function(lambda: 1.0 if writer.healthy else 0.0)
+        self.ledger_rows.set_function(lambda: float(writer.backlog))
+        self.ledger_bytes.set_function(lambda: float(writer.backlog_bytes))
+        self.ledger_rejected.set_function(lambda: float(writer.rejected))
 
     def observe(self, row: dict[str, Any]) -> None:
         labels = (row.get("requested_model") or "", row.get("provider") or "", row.get("feature") or "")
@@ -110,6 +123,9 @@ class Metrics:
         from prometheus_client import start_http_server
 
         self.metrics = self.metrics or MetricSet()
+        record = ctx.master.addons.get("record")
+        if record is not None and record.writer is not None:
+            self.metrics.watch_writer(record.writer)
         try:
             self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
         except OSError as e:

@@ -113,6 +113,8 @@ class Record:
         self.counting: dict[str, str | None] = {}  # flow id -> its error, while its tokens are counted
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.draining = False  # shutting down: flows in flight finish, new requests get 503
+        self.durable = False
+        self.committed: dict[str, asyncio.Future[None]] = {}  # durable mode: flow id -> its row is on disk
 
     def load(self, loader) -> None:
         loader.add_option("turnout_db", str, "turnout.db", "The ledger: a SQLite file, one row per provider flow.")
@@ -125,6 +127,13 @@ class Record:
             5,
             "Seconds that LLM flows in flight at shutdown (SIGTERM) get to finish, with no new connections "
             "accepted; what is still open then is recorded as interrupted. 0: record them at once.",
+        )
+        loader.add_option(
+            "turnout_durable",
+            bool,
+            False,
+            "Audit mode: an answer's last byte reaches the client only once its ledger row is committed (fsync'd). "
+            "Costs the commit's latency on every call's end; off, a crash can lose the last ~50 ms of rows.",
         )
         loader.add_option(
             "turnout_ledger_max_backlog",
@@ -173,6 +182,10 @@ class Record:
                 raise exceptions.OptionsError(f"turnout_prices: {e}") from None
             self.prices = PriceBook(overrides)
             load_genai_prices()
+        if updated & {"turnout_durable", "turnout_db"}:
+            self.durable = ctx.options.turnout_durable
+            if self.durable and self.writer is not None:
+                self.writer.durable()
         if "turnout_store_bodies" in updated:
             self.store_bodies = ctx.options.turnout_store_bodies
         if "turnout_drain" in updated and not 0 <= ctx.options.turnout_drain <= 3600:
@@ -215,22 +228,44 @@ class Record:
                 log.warning("turnout: %s; streaming %s unparsed", e, llm.path)
                 flow.response.stream = True
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Any:
         llm = state.get(flow)
         if llm is None or llm.recorded or flow.response is None:
             return
         # responseheaders always ran first (mitmproxy emulates it for answers set in the request hook),
         # so deferred decisions and turnout's headers are already on the response.
+        waiter = self._committed_waiter(flow)
         self._record_when_counted(flow, llm, error=None)
+        return waiter
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow) -> Any:
         llm = state.get(flow)
         if llm is None or llm.recorded:
             return
         msg = llm.timeout_reason or (flow.error.msg if flow.error else "unknown error")
         if llm.assembler is not None:
             msg = f"stream incomplete: {msg}"
+        waiter = self._committed_waiter(flow)
         self._record_when_counted(flow, llm, error=msg)
+        return waiter
+
+    def _committed_waiter(self, flow: http.HTTPFlow) -> Any:
+        """Durable mode: a coroutine the hook returns, which mitmproxy awaits before it lets the answer's
+        end go to the client — done once the flow's row is committed (or after 30 s, said loudly)."""
+        if not self.durable or self.writer is None:
+            return None
+        loop = asyncio.get_running_loop()
+        fut = self.committed[flow.id] = loop.create_future()
+
+        async def wait() -> None:
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), 30)
+            except TimeoutError:
+                log.error("turnout: the ledger row of %s is not committed after 30s; releasing the answer", flow.id)
+            finally:
+                self.committed.pop(flow.id, None)
+
+        return wait()
 
     def _record_when_counted(self, flow: http.HTTPFlow, llm: state.LLMFlow, *, error: str | None) -> None:
         """Record now — or, for a stream the provider reported no usage for, once turnout has counted
@@ -331,7 +366,8 @@ class Record:
             except Exception:  # noqa: BLE001
                 log.exception("turnout: a settle callback failed for flow %s", flow.id)
         if self.writer is not None:
-            self.writer.submit("flows", row)
+            fut = self.committed.get(flow.id)
+            self.writer.submit("flows", row, None if fut is None else _resolver(fut))
         flow.comment = flow_comment(row)
         if mark := flow_mark(row):
             flow.marked = mark
@@ -434,6 +470,19 @@ class Record:
             row["response_body"] = response_text
         row.update(llm.columns)
         return row
+
+
+def _resolver(fut: asyncio.Future[None]) -> Any:
+    """A thread-safe callback that completes `fut` on its own loop."""
+    loop = fut.get_loop()
+
+    def done() -> None:
+        try:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+        except RuntimeError:  # the loop has closed (the process is exiting): nobody waits any more
+            pass
+
+    return done
 
 
 def unreported_answer(flow: http.HTTPFlow, llm: state.LLMFlow) -> Any | None:

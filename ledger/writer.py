@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .rows import quarantine_data, row_bytes, storable_row
@@ -56,6 +57,18 @@ def is_store_error(e: BaseException) -> bool:
     return type(e) is sqlite3.DatabaseError  # disk I/O and corruption surface as the bare class
 
 
+Item = tuple[str, dict[str, Any], int, "Callable[[], None] | None"]  # table, row, bytes, on_written
+
+
+def _notify(items: list[Item]) -> None:
+    for item in items:
+        if item[3] is not None:
+            try:
+                item[3]()
+            except Exception:  # noqa: BLE001
+                log.exception("turnout ledger: an on_written callback failed")
+
+
 class LedgerWriter:
     def __init__(
         self,
@@ -77,7 +90,7 @@ class LedgerWriter:
         self._written = 0
         self._queued_bytes = 0  # of rows submitted and not yet written (or set aside)
         self.rejected = 0  # rows set aside because SQLite refused them
-        self._pending: list[tuple[str, dict[str, Any], int]] = []
+        self._pending: list[Item] = []
         self._columns: dict[str, list[str]] = {}
         self.last_error: str | None = None
         self._thread: threading.Thread | None = None
@@ -92,13 +105,20 @@ class LedgerWriter:
         self._thread = threading.Thread(target=self._run, name="turnout-ledger", daemon=True)
         self._thread.start()
 
-    def submit(self, table: str, row: dict[str, Any]) -> None:
+    def submit(self, table: str, row: dict[str, Any], on_written: Callable[[], None] | None = None) -> None:
+        """Queue a row. `on_written` is called on the writer thread once it is committed (or set aside, or
+        spilled at shutdown): whatever it does must be thread-safe."""
         row = storable_row(row) if table != _SQL else row
         size = row_bytes(row)
         with self._cond:
             self._submitted += 1
             self._queued_bytes += size
-        self._queue.put((table, row, size))
+        self._queue.put((table, row, size, on_written))
+
+    def durable(self) -> None:
+        """Audit mode: commit each batch as soon as it forms, with fsync (`synchronous=FULL`)."""
+        self.max_delay = 0.0
+        self._db.conn.execute("PRAGMA synchronous=FULL")
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """Queue a statement (an update or delete) to run in order with the rows."""
@@ -169,7 +189,7 @@ class LedgerWriter:
         spill = self.path.with_name(f"{self.path.name}.unwritten-{int(time.time())}.jsonl")
         try:
             with open(spill, "a", encoding="ascii") as f:
-                for table, row, _ in items:
+                for table, row, _, _ in items:
                     f.write(quarantine_data({"table": table, "row": row}) + "\n")
             log.error(
                 "turnout ledger: %d row(s) could not be written to %s (%s); saved to %s",
@@ -180,6 +200,7 @@ class LedgerWriter:
                 "turnout ledger: %d row(s) could not be written to %s (%s), nor saved to %s (%s): lost",
                 len(items), self.path, self.last_error, spill, e,
             )
+        _notify(items)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -215,7 +236,7 @@ class LedgerWriter:
             try:
                 try:
                     self._write(batch)
-                    rejected: list[tuple[tuple[str, dict[str, Any], int], BaseException]] = []
+                    rejected: list[tuple[Item, BaseException]] = []
                 except Exception as e:  # noqa: BLE001
                     if is_store_error(e):
                         raise
@@ -238,8 +259,9 @@ class LedgerWriter:
             backoff = 0.5
             with self._cond:
                 self._written += len(batch)
-                self._queued_bytes -= sum(size for _, _, size in batch)
+                self._queued_bytes -= sum(item[2] for item in batch)
                 self._cond.notify_all()
+            _notify(batch)
 
     def _cols(self, table: str) -> list[str]:
         if table not in self._columns:
@@ -254,13 +276,13 @@ class LedgerWriter:
         names, marks = ", ".join(f"[{c}]" for c in cols), ", ".join("?" * len(cols))
         return f"INSERT OR REPLACE INTO [{table}] ({names}) VALUES ({marks})", cols
 
-    def _write(self, batch: list[tuple[str, dict[str, Any], int]]) -> None:
+    def _write(self, batch: list[Item]) -> None:
         conn = self._db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             # consecutive runs per table: statements and rows keep the order they were queued in
             for table, group in itertools.groupby(batch, key=lambda item: item[0]):
-                rows = [row for _, row, _ in group]
+                rows = [item[1] for item in group]
                 if table == _SQL:
                     for stmt in rows:
                         conn.execute(stmt["sql"], stmt["params"])
@@ -273,7 +295,7 @@ class LedgerWriter:
                 conn.execute("ROLLBACK")
             raise
 
-    def _write_each(self, batch: list[tuple[str, dict[str, Any], int]]) -> list[tuple[Any, BaseException]]:
+    def _write_each(self, batch: list[Item]) -> list[tuple[Item, BaseException]]:
         """The batch in one transaction, each item under its own savepoint; returns the items SQLite refused.
         A store error (disk full…) still aborts the whole batch, to be retried."""
         conn = self._db.conn
@@ -281,7 +303,7 @@ class LedgerWriter:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in batch:
-                table, row, _ = item
+                table, row = item[0], item[1]
                 conn.execute("SAVEPOINT one")
                 try:
                     if table == _SQL:
@@ -302,11 +324,11 @@ class LedgerWriter:
             raise
         return rejected
 
-    def _set_aside(self, rejected: list[tuple[Any, BaseException]]) -> None:
+    def _set_aside(self, rejected: list[tuple[Item, BaseException]]) -> None:
         """Rows SQLite refused: kept as `events` rows (ASCII JSON) with their error, and logged."""
         self.rejected += len(rejected)
         events = []
-        for (table, row, _), e in rejected:
+        for (table, row, _, _), e in rejected:
             error = f"{type(e).__name__}: {e}"[:500]
             log.error("turnout ledger: %s row %s could not be written (%s); kept as an events row", table, row.get("id"), error)
             events.append(
@@ -314,7 +336,7 @@ class LedgerWriter:
                  "message": f"{table} row could not be written: {error}", "data": quarantine_data({"table": table, "row": row})}
             )  # fmt: skip
         try:
-            self._write([("events", ev, 0) for ev in events])
+            self._write([("events", ev, 0, None) for ev in events])
         except Exception:  # noqa: BLE001 - last resort: the log holds it
             for ev in events:
                 log.error("turnout ledger: could not keep the rejected row either: %s", ev["data"][:2000])

@@ -25,7 +25,7 @@ def scrape(port: int) -> str:
 
 def value(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if not line.startswith((name + "{", name + " ")):
             continue
         got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
         if all(got.get(k) == v for k, v in labels.items()):
@@ -67,6 +67,8 @@ def test_metrics_endpoint_counts_calls(make_proxy) -> None:
     assert value(text, "turnout_latency_seconds_bucket", le="+Inf", **labels) == 2
     assert value(text, "turnout_ttft_seconds_count", model="gpt-4o-mini") == 1  # the stream
     assert value(text, "turnout_errors_total", model="error-500") == 1
+    assert value(text, "turnout_ledger_up") == 1 and value(text, "turnout_ledger_rejected_rows") == 0
+    assert value(text, "turnout_ledger_backlog_rows") is not None
     # the counters agree with the ledger (the second identical call is a cache hit with the default config)
     rows = proxy.rows("requested_model = 'gpt-4o'")
     assert len(rows) == 2

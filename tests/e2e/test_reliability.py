@@ -335,3 +335,17 @@ def test_silent_stream_is_cut_by_the_idle_timeout_and_recorded(make_proxy):
     assert time.monotonic() - started < 3
     (row,) = proxy.wait_rows(1)
     assert "turnout_stream_idle_timeout" in row["error"] and row["prompt_tokens"] is not None
+
+
+def test_durable_mode_commits_each_row_before_the_answer_ends(make_proxy):
+    """SIGKILL right after the last answer: with turnout_durable every answered call is in the ledger."""
+    proxy = make_proxy("--set", "turnout_durable=true", *NO_CACHE)
+    client = proxy.client()
+    for i in range(15):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"audit {i}"}])
+        assert len(proxy.rows()) == i + 1  # already committed when the SDK returned
+    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "audit stream"}], stream=True)
+    assert "audit stream" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    proxy.stop(signal.SIGKILL)
+    rows = proxy.rows()
+    assert len(rows) == 16 and rows[-1]["stream"] == 1 and rows[-1]["prompt_tokens"] is not None
