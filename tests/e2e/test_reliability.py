@@ -344,8 +344,12 @@ def test_durable_mode_commits_each_row_before_the_answer_ends(make_proxy):
     for i in range(15):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"audit {i}"}])
         assert len(proxy.rows()) == i + 1  # already committed when the SDK returned
-    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "audit stream"}], stream=True)
-    assert "audit stream" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    # a stream's last byte is its end of message (the chunked terminator): read to it, as HTTP defines the end
+    # (the sync SDK stops at `data: [DONE]`, before it, and so can see the answer before the row is on disk)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "audit stream"}], stream=True
+    ) as r:
+        assert r.read().endswith(b"data: [DONE]\n\n")
     proxy.stop(signal.SIGKILL)
     rows = proxy.rows()
     assert len(rows) == 16 and rows[-1]["stream"] == 1 and rows[-1]["prompt_tokens"] is not None
