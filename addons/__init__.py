@@ -32,23 +32,25 @@ def default_addons() -> list[object]:
     from .redact import Redact
 
     from .route import Route
+    from .services import Services
     from .timeouts import UpstreamTimeouts
 
+    services = Services()  # the ledger writer, prices and health: filled by Record, shared explicitly
     return [
         Dispatch(),  # mitmproxy's event dispatch, minus its per-addon overhead (not a request concern)
         DebugChecks(),  # mitmproxy's debug-only per-message type checks, off unless asked for
         ConnectionLog(),  # mitmproxy's routine per-connection log lines, off unless asked for
         ErrorPage(),  # mitmproxy's own error answers (upstream unreachable) as provider-style JSON
-        Intercept(),
+        Intercept(services),
         Attribute(),
-        Route(),
-        Cache(),
+        Route(services),
+        Cache(services),
         Breakers(),
-        Budget(),
+        Budget(services),
         Forward(),
-        Record(),
+        Record(services),
         UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)
         Redact(),  # credentials out of the flow once it has gone upstream, and out of logs and mitmweb
         ContentViews(),  # mitmweb views of LLM requests and streams
-        Metrics(),  # Prometheus endpoint (off unless turnout_metrics_port)
+        Metrics(services),  # Prometheus endpoint (off unless turnout_metrics_port)
     ]

@@ -18,7 +18,7 @@ from turnout.router.tokens import preload
 
 from . import config, state
 from .guard import fail_closed
-from .budget import flow_prompt_tokens, refuse, scope_props
+from .limits import flow_prompt_tokens, refuse, scope_props
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,7 @@ the windows are rebuilt from the ledger when the config or ledger is (re)loaded.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import math
 import time
 from typing import Any
 
@@ -23,87 +20,23 @@ from turnout.ledger.budgets import (
     BudgetReservation,
     BudgetStatus,
     max_output,
-    message_overhead,
     parse_budgets,
-    prompt_text,
     worst_case,
 )
 from turnout.ledger.breakers import parse_breakers
-from turnout.ledger.store import iso_utc, open_ledger
-from turnout.router.tokens import count_tokens, is_loaded, preload
+from turnout.ledger.store import open_ledger
+from turnout.router.tokens import preload
 
 from . import config, state
 from .guard import fail_closed
+from .limits import flow_prompt_tokens, refuse, scope_props
+from .services import Services
 
 log = logging.getLogger(__name__)
 
-PROMPT_TOKENS = "turnout_prompt_tokens"  # flow.metadata: the prompt as counted for this flow
-# BPE costs ~0.17 ms per 1k tokens (~11 ms for a 63k-token prompt). Longer prompts are counted
-# on a worker thread (tiktoken releases the GIL) so one big request never stalls the event loop.
-INLINE_COUNT_CHARS = 16_384
-
-
-def scope_props(llm: state.LLMFlow) -> dict[str, str | None]:
-    """The values a request has for each budget / breaker scope."""
-    cols = llm.columns
-    return {
-        "key": llm.api_key_fp,
-        "team": cols.get("team"),
-        "feature": cols.get("feature"),
-        "user": cols.get("user"),
-        "model": llm.model,
-    }
-
-
-async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
-    """The request's prompt tokens in the encoding of the model it goes to, counted in full once per
-    flow (Breakers and Budget both need them)."""
-    n = flow.metadata.get(PROMPT_TOKENS)
-    if n is None:
-        text, messages = prompt_text(llm.body)
-        model = llm.model
-        if len(text) > INLINE_COUNT_CHARS or not is_loaded(model):  # nor stall the loop loading an encoding
-            counted = await asyncio.to_thread(count_tokens, text, model)
-        else:
-            counted = count_tokens(text, model)
-        n = flow.metadata[PROMPT_TOKENS] = counted + message_overhead(messages)
-    return n
-
-
-def refuse(
-    flow: http.HTTPFlow,
-    llm: state.LLMFlow,
-    *,
-    blocked_by: str,
-    type: str,
-    code: str,
-    message: str,
-    retry_after: float | None = None,
-) -> None:
-    """Answer 429 in the provider's error shape; the request never reaches the provider."""
-    headers = {"x-turnout-blocked-by": blocked_by}
-    if retry_after is not None and math.isfinite(retry_after):
-        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
-    else:
-        headers["x-should-retry"] = "false"  # the SDKs would otherwise retry a 429 that cannot pass
-    llm.served_locally = True
-    llm.columns["blocked_by"] = blocked_by
-    flow.response = state.json_response(
-        429, llm.provider.error_body(status=429, message=message, type=type, code=code), headers
-    )
-
-
-def submit_event(kind: str, flow_id: str | None, message: str, data: Any) -> None:
-    record = ctx.master.addons.get("record")
-    if record is not None and record.writer is not None:
-        record.writer.submit(
-            "events",
-            {"at": iso_utc(time.time()), "kind": kind, "flow_id": flow_id, "message": message, "data": json.dumps(data, default=str)},
-        )
-
-
 class Budget:
-    def __init__(self) -> None:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.book = BudgetBook()
         self.default_max_output = 4096
 
@@ -147,8 +80,7 @@ class Budget:
         if self.book.needs_estimate(props):
             prompt = await flow_prompt_tokens(flow, llm)
             output = max_output(llm.body, self.default_max_output)
-            record = ctx.master.addons.get("record")
-            rates = record.prices.rates(llm.provider.name, llm.model) if record is not None else None
+            rates = self.services.prices.rates(llm.provider.name, llm.model)
             usd, tokens = worst_case(prompt, output, rates), prompt + output
             if flow.error or not flow.live:  # killed (mitmweb, shutdown) while we counted
                 return
@@ -174,7 +106,7 @@ class Budget:
             llm.columns["budget_alerts"] = ", ".join(f"{st.name}:{min(st.utilisation, 9.99):.0%}" for st in res.alerts)
         for st in res.new_alerts:
             log.warning("turnout: budget alert: %s", st.describe())
-            submit_event("budget_alert", flow.id, st.describe(), st.as_dict())
+            self.services.event("budget_alert", flow.id, st.describe(), st.as_dict())
 
     def _blocked(self, flow: http.HTTPFlow, llm: state.LLMFlow, st: BudgetStatus) -> None:
         refuse(
@@ -185,7 +117,7 @@ class Budget:
         if counter is not None and not counter.blocked_logged:
             counter.blocked_logged = True
             log.warning("turnout: budget exhausted, blocking: %s", st.describe())
-            submit_event("budget_blocked", flow.id, st.describe(), st.as_dict())
+            self.services.event("budget_blocked", flow.id, st.describe(), st.as_dict())
 
     def _rpm(self, name: str) -> int | None:
         return next((s.throttle_rpm for s in self.book.specs if s.name == name), None)

@@ -32,6 +32,7 @@ from turnout.ledger.store import iso_utc, open_ledger, parse_iso
 
 from . import state
 from .guard import fail_closed
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def is_deterministic(endpoint: str, body: dict[str, Any]) -> bool:
 
 
 class Cache:
-    def __init__(self) -> None:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.enabled = True
         self.index = CacheIndex(CacheLimits())
         self.hot = HotEntries()
@@ -159,11 +161,9 @@ class Cache:
         return f"cred:{llm.credential_fp}" if llm.credential_fp else None
 
     def _delete(self, keys: list[str]) -> None:
-        record = ctx.master.addons.get("record")
         for key in keys:
             self.hot.discard(key)
-            if record is not None and record.writer is not None:
-                record.writer.execute("delete from cache_entries where key = ?", (key,))
+            self.services.execute("delete from cache_entries where key = ?", (key,))
 
     # -- the request path --------------------------------------------------------------------
 
@@ -249,12 +249,10 @@ class Cache:
         if usage is not None:
             llm.columns.update(usage._asdict(), total_tokens=usage.prompt_tokens + usage.completion_tokens)
         if conn is self.conn:
-            record = ctx.master.addons.get("record")
-            if record is not None and record.writer is not None:
-                record.writer.execute(
-                    "update cache_entries set hits = coalesce(hits, 0) + 1, last_hit_at = ? where key = ?",
-                    (iso_utc(time.time()), key),
-                )
+            self.services.execute(
+                "update cache_entries set hits = coalesce(hits, 0) + 1, last_hit_at = ? where key = ?",
+                (iso_utc(time.time()), key),
+            )
         return True
 
     def _replay_miss(self, flow: http.HTTPFlow, llm: state.LLMFlow, canonical: dict[str, Any]) -> None:
@@ -305,8 +303,8 @@ class Cache:
             return
         text = row.get("response_body") or json.dumps(body, ensure_ascii=False)
         now = time.time()
-        record = ctx.master.addons.get("record")
-        if record is None or record.writer is None:
+        writer = self.services.writer
+        if writer is None:
             return
         entry = {
                 "key": key,
@@ -322,7 +320,7 @@ class Cache:
                 "hits": 0,
                 "size": len(text),
         }
-        record.writer.submit("cache_entries", entry)
+        writer.submit("cache_entries", entry)
         self.hot.put(key, _hot(entry))
         self._delete(self.index.add(key, len(text), now))
 

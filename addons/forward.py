@@ -16,8 +16,9 @@ import logging
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
+from turnout.ledger.providers import parse_hosts
+
 from . import state
-from .intercept import parse_hosts
 
 log = logging.getLogger(__name__)
 from .guard import fail_closed

@@ -20,12 +20,14 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import layer, layers
 
 from turnout.ledger import providers
+from turnout.ledger.providers import parse_hosts
 from turnout.ledger.bodies import parse_body
 from turnout.ledger.credentials import credential_fingerprint, query_pairs, redact_path
 from turnout.ledger.keys import key_fingerprint
 
 from . import config, state
 from .guard import answer_internal_error, fail_closed
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +52,11 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def parse_hosts(values: Sequence[str]) -> dict[str, str]:
-    """`host` or `host=provider` entries to {host: provider}; raises ValueError on an unknown provider."""
-    out: dict[str, str] = {}
-    for value in values:
-        host, _, provider = value.partition("=")
-        host = host.strip().lower()
-        # a known provider host needs no `=provider`; anything else speaks OpenAI's API unless told
-        provider = provider.strip() or providers.provider_for_host(host) or "openai"
-        if not host or "/" in host or ":" in host:
-            raise ValueError(f"not a host name: {value!r}")
-        if provider not in providers.PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r} for {host} (known: {sorted(providers.PROVIDERS)})")
-        out[host] = provider
-    return out
-
-
 class Intercept:
     name = "turnout_intercept"  # mitmweb has a built-in addon called "intercept"
 
-    def __init__(self) -> None:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.hosts: dict[str, str] = {"api.openai.com": "openai"}
         self.tunnel_others = True  # False when the user's allow_hosts / ignore_hosts decide
 
@@ -166,8 +153,7 @@ class Intercept:
                 {"x-should-retry": "false"},
             )  # fmt: skip
             return
-        record = ctx.master.addons.get("record")
-        refusal = record.refusal() if record is not None else None
+        refusal = self.services.refusal()
         if refusal is not None:
             # Draining at shutdown, or the ledger cannot be written: refuse rather than forward traffic
             # nobody will see on the bill. Draining, `Connection: close` sends the retry to a fresh connection.
@@ -176,7 +162,7 @@ class Intercept:
             flow.response = state.json_response(
                 503,
                 provider.error_body(status=503, message=message, type=type_, code=code),
-                {"connection": "close"} if record.draining else None,
+                {"connection": "close"} if self.services.draining else None,
             )
 
     @staticmethod

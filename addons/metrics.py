@@ -13,6 +13,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from . import state
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ class MetricSet:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.metrics: MetricSet | None = None
         self.server: Any = None
 
@@ -123,9 +125,8 @@ class Metrics:
         from prometheus_client import start_http_server
 
         self.metrics = self.metrics or MetricSet()
-        record = ctx.master.addons.get("record")
-        if record is not None and record.writer is not None:
-            self.metrics.watch_writer(record.writer)
+        if self.services.writer is not None:
+            self.metrics.watch_writer(self.services.writer)
         try:
             self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
         except OSError as e:

@@ -24,7 +24,8 @@ from turnout.ledger.store import iso_utc
 from turnout.ledger.writer import LedgerWriter
 
 from . import config, state
-from .budget import PROMPT_TOKENS
+from .limits import PROMPT_TOKENS
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +106,12 @@ def _error_text(status: int, body: Any, raw: bytes) -> str:
 
 
 class Record:
-    def __init__(self) -> None:
-        self.writer: LedgerWriter | None = None
-        self.prices = PriceBook()
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.store_bodies = True
         self.open_flows: dict[str, http.HTTPFlow] = {}
         self.counting: dict[str, str | None] = {}  # flow id -> its error, while its tokens are counted
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
-        self.draining = False  # shutting down: flows in flight finish, new requests get 503
         self.durable = False
         self.committed: dict[str, asyncio.Future[None]] = {}  # durable mode: flow id -> its row is on disk
 
@@ -160,7 +159,7 @@ class Record:
             if self.writer is not None:
                 self.writer.close()
             try:
-                self.writer = LedgerWriter(ctx.options.turnout_db)
+                self.services.writer = LedgerWriter(ctx.options.turnout_db)
             except Exception as e:  # noqa: BLE001 - any failure to open is fatal at start, with the path
                 raise exceptions.OptionsError(f"turnout_db: cannot open ledger {ctx.options.turnout_db!r}: {e}")
             self.writer.start()
@@ -180,7 +179,7 @@ class Record:
                     overrides.update(load_price_file(ctx.options.turnout_prices))
             except (OSError, ValueError) as e:
                 raise exceptions.OptionsError(f"turnout_prices: {e}") from None
-            self.prices = PriceBook(overrides)
+            self.services.prices = PriceBook(overrides)
             load_genai_prices()
         if updated & {"turnout_durable", "turnout_db"}:
             self.durable = ctx.options.turnout_durable
@@ -191,19 +190,17 @@ class Record:
         if "turnout_drain" in updated and not 0 <= ctx.options.turnout_drain <= 3600:
             raise exceptions.OptionsError(f"turnout_drain: seconds in [0, 3600], not {ctx.options.turnout_drain}")
 
-    def refusal(self) -> tuple[str, str, str] | None:
-        """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""
-        if self.draining:
-            return "turnout is shutting down; retry on a new connection", "turnout_shutting_down", "shutting_down"
-        if self.writer is None or self.writer.over_backlog:
-            w = self.writer
-            error = (w.last_error or f"{w.backlog} rows, {w.backlog_bytes // 1024} KiB queued") if w else "no ledger"
-            return (
-                f"turnout: the ledger cannot keep up ({error}); refusing to forward unrecorded traffic",
-                "turnout_ledger_unavailable",
-                "ledger_unavailable",
-            )
-        return None
+    @property
+    def writer(self) -> LedgerWriter | None:
+        return self.services.writer
+
+    @property
+    def draining(self) -> bool:
+        return self.services.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.services.draining = value
 
     def request(self, flow: http.HTTPFlow) -> None:
         if state.get(flow) is not None:
@@ -465,7 +462,7 @@ class Record:
             row.update(usage._asdict())
             row["total_tokens"] = usage.prompt_tokens + usage.completion_tokens
             priced_model = row.get("response_model") or llm.model
-            row["cost_usd"] = self.prices.cost(llm.provider.name, priced_model, usage)
+            row["cost_usd"] = self.services.prices.cost(llm.provider.name, priced_model, usage)
         if self.store_bodies:
             row["response_body"] = response_text
         row.update(llm.columns)

@@ -20,6 +20,7 @@ from turnout.router.policy import RoutingPolicy
 
 from . import config, state
 from .guard import fail_closed
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def request_betas(headers: dict[str, str]) -> list[str]:
 
 
 class Route:
-    def __init__(self) -> None:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.mode = "observe"
         self.policy: RoutingPolicy | None = None
         # Per client connection: whether its upstream connection is up, and the observed flows whose
@@ -146,11 +148,9 @@ class Route:
             target = d.would_route_to
             llm.on_record.append(lambda row: self._counterfactual(row, llm, "projected_cost_usd", target))
 
-    @staticmethod
-    def _counterfactual(row: dict[str, Any], llm: state.LLMFlow, column: str, model: str | None) -> None:
+    def _counterfactual(self, row: dict[str, Any], llm: state.LLMFlow, column: str, model: str | None) -> None:
         """Price the same token usage on another model: the requested one (baseline) or the cheaper one (projected)."""
-        record = ctx.master.addons.get("record")
-        if record is None or row.get("prompt_tokens") is None or row.get("cache") in ("hit", "replay"):
+        if row.get("prompt_tokens") is None or row.get("cache") in ("hit", "replay"):
             return  # a cache hit costs nothing on any model: routing it would save nothing
         usage = Usage(*(row.get(k) or 0 for k in Usage._fields))
-        row[column] = record.prices.cost(llm.provider.name, model, usage)
+        row[column] = self.services.prices.cost(llm.provider.name, model, usage)

@@ -106,7 +106,7 @@ def test_long_prompt_is_reserved_at_its_full_token_count(make_proxy, tmp_path):
     While the long call is in flight its worst case (prompt + max_tokens) is held: a budget of exactly
     that many tokens refuses the next request, one token more lets it through.
     """
-    from turnout.addons.budget import INLINE_COUNT_CHARS
+    from turnout.addons.limits import INLINE_COUNT_CHARS
     from turnout.ledger.budgets import prompt_tokens
 
     long_msg = [{"role": "user", "content": "Reconcile invoice 4711 against order 0815, line by line. " * 3000}]

@@ -15,6 +15,7 @@ from turnout.addons.forward import Forward
 from turnout.addons.guard import fail_closed
 from turnout.addons.intercept import Intercept
 from turnout.addons.record import Record
+from turnout.addons.services import Services
 
 
 def llm_request() -> http.HTTPFlow:
@@ -25,7 +26,8 @@ def llm_request() -> http.HTTPFlow:
 
 
 def test_a_raising_hook_answers_500_and_nothing_is_forwarded(tmp_path, monkeypatch) -> None:
-    intercept, record, cache, forward = Intercept(), Record(), Cache(), Forward()
+    services = Services()
+    intercept, record, cache, forward = Intercept(services), Record(services), Cache(services), Forward()
     with taddons.context(intercept, record, cache, forward) as tctx:
         tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(cache, turnout_db=str(tmp_path / "ledger.db"))

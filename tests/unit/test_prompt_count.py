@@ -12,7 +12,7 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
 
-from turnout.addons.budget import INLINE_COUNT_CHARS, flow_prompt_tokens
+from turnout.addons.limits import INLINE_COUNT_CHARS, flow_prompt_tokens
 from turnout.ledger.budgets import prompt_tokens
 from turnout.router.tokens import read_o200k_ranks
 

@@ -15,6 +15,7 @@ from turnout.addons import record as record_module
 from turnout.addons import state
 from turnout.addons.intercept import Intercept
 from turnout.addons.record import Record
+from turnout.addons.services import Services
 from turnout.ledger.budgets import prompt_tokens
 from turnout.router.tokens import count_tokens
 
@@ -56,7 +57,8 @@ def rows(record: Record, db) -> list[dict]:
 
 @pytest.fixture
 def addons(tmp_path):
-    intercept, record = Intercept(), Record()
+    services = Services()
+    intercept, record = Intercept(services), Record(services)
     with taddons.context(intercept, record) as tctx:
         tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(intercept, turnout_hosts=["api.openai.com"])

@@ -10,6 +10,7 @@ from mitmproxy.test import taddons, tflow
 
 from turnout.addons.intercept import Intercept
 from turnout.addons.record import Record
+from turnout.addons.services import Services
 
 
 def llm_request() -> http.HTTPFlow:
@@ -20,7 +21,8 @@ def llm_request() -> http.HTTPFlow:
 
 
 def test_refuses_when_the_ledger_cannot_take_rows_and_while_draining(tmp_path) -> None:
-    intercept, record = Intercept(), Record()
+    services = Services()
+    intercept, record = Intercept(services), Record(services)
     with taddons.context(intercept, record) as tctx:
         tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(intercept, turnout_hosts=["api.openai.com"])

@@ -14,6 +14,8 @@ from mitmproxy.test import taddons, tflow
 from turnout.addons import state
 from turnout.addons.intercept import Intercept
 from turnout.addons.route import Route
+from turnout.addons.services import Services
+from turnout.ledger.writer import LedgerWriter
 
 
 def observed_flow(intercept: Intercept, client: Client | None = None) -> http.HTTPFlow:
@@ -41,7 +43,8 @@ async def steps(n: int) -> None:
 
 def with_route(check: Callable[[Intercept, Route], Awaitable[None]]) -> None:
     """Run `check` on a loop, with Intercept and an observing Route loaded."""
-    intercept, route = Intercept(), Route()
+    services = Services(writer=LedgerWriter(":memory:"))  # a ledger to write to: else Intercept refuses (503)
+    intercept, route = Intercept(services), Route(services)
 
     async def main() -> None:
         with taddons.context(intercept, route) as tctx:

@@ -1,0 +1,53 @@
+"""What several addons share, as one explicit object: `default_addons()` builds it and hands it to
+each addon that needs it, the way `llm` passes its `db` — no addon looks another up.
+
+Record owns the ledger's lifecycle (it opens the writer for `turnout_db`, loads the prices, drains
+at shutdown) and fills these fields; Intercept asks `refusal()`, Cache and Budget write through
+`writer`, Budget and Route price with `prices`, Metrics watches the writer's health.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from turnout.ledger.pricing import PriceBook
+from turnout.ledger.store import iso_utc
+from turnout.ledger.writer import LedgerWriter
+
+
+@dataclass(eq=False)
+class Services:
+    writer: LedgerWriter | None = None
+    prices: PriceBook = field(default_factory=PriceBook)
+    draining: bool = False  # shutting down: flows in flight finish, new requests get 503
+
+    def refusal(self) -> tuple[str, str, str] | None:
+        """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""
+        if self.draining:
+            return "turnout is shutting down; retry on a new connection", "turnout_shutting_down", "shutting_down"
+        w = self.writer
+        if w is None or w.over_backlog:
+            error = (w.last_error or f"{w.backlog} rows, {w.backlog_bytes // 1024} KiB queued") if w else "no ledger"
+            return (
+                f"turnout: the ledger cannot keep up ({error}); refusing to forward unrecorded traffic",
+                "turnout_ledger_unavailable",
+                "ledger_unavailable",
+            )
+        return None
+
+    def event(self, kind: str, flow_id: str | None, message: str, data: Any) -> None:
+        """An `events` row: something that happened to the proxy rather than to one flow."""
+        if self.writer is not None:
+            self.writer.submit(
+                "events",
+                {"at": iso_utc(time.time()), "kind": kind, "flow_id": flow_id, "message": message,
+                 "data": json.dumps(data, default=str)},
+            )  # fmt: skip
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """A statement to run in order with the rows (cache bookkeeping)."""
+        if self.writer is not None:
+            self.writer.execute(sql, params)
