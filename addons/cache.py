@@ -30,13 +30,15 @@ from turnout.ledger.canonical import (
 )
 from turnout.ledger.store import iso_utc, open_ledger, parse_iso
 
-from . import state
+from . import config, state
 from .guard import fail_closed
 from .services import Services
 
 log = logging.getLogger(__name__)
 
 CACHEABLE = ("chat", "responses", "embeddings", "completions", "messages")
+# `[cache]` keys in the config file, each the `turnout_cache_<key>` option (`enabled`: `turnout_cache`)
+CONFIG_KEYS = ("enabled", "ttl", "max_entries", "max_bytes", "endpoints", "scope", "nondeterministic", "fuzzy")
 SCOPES = ("key", "shared", "team")
 
 
@@ -68,6 +70,7 @@ class Cache:
         self.replay_conn = None
         self.replay_keys: dict[str, str] = {}
         self._replay_recordings: list[tuple[str, dict[str, Any]]] | None = None
+        self._from_config: set[str] = set()  # options the config's [cache] table set (a reload may change them)
 
     def load(self, loader) -> None:
         loader.add_option("turnout_cache", bool, True, "Answer identical calls from the ledger's cache.")
@@ -104,6 +107,8 @@ class Cache:
 
     def configure(self, updated: set[str]) -> None:
         o = ctx.options
+        if "turnout_config" in updated:
+            self._apply_config_table()
         if updated & {"turnout_cache_ttl", "turnout_cache_max_entries", "turnout_cache_max_bytes"}:
             try:
                 self.index = CacheIndex(CacheLimits(o.turnout_cache_ttl, o.turnout_cache_max_entries, o.turnout_cache_max_bytes))
@@ -124,6 +129,28 @@ class Cache:
             self._open_ledger(o.turnout_db)
         if "turnout_replay" in updated:
             self._open_replay(o.turnout_replay)
+
+    def _apply_config_table(self) -> None:
+        """`[cache]` in the config file: each key sets its `turnout_cache_…` option, unless that option
+        was set explicitly (`--set` wins); an unknown key is an error."""
+        try:
+            table = config.section(ctx.options.turnout_config, "cache")
+        except ValueError as e:
+            raise exceptions.OptionsError(f"turnout_config: {e}") from None
+        unknown = set(table) - set(CONFIG_KEYS)
+        if unknown:
+            raise exceptions.OptionsError(f"turnout_config [cache]: unknown key(s) {sorted(unknown)}; expected some of {list(CONFIG_KEYS)}")
+        changes = {}
+        for key, value in table.items():
+            name = f"turnout_cache_{key}" if key != "enabled" else "turnout_cache"
+            if not ctx.options._options[name].has_changed() or name in self._from_config:
+                changes[name] = value
+        self._from_config = set(changes)
+        if changes:
+            try:
+                ctx.options.update(**changes)
+            except exceptions.OptionsError as e:
+                raise exceptions.OptionsError(f"turnout_config [cache]: {e}") from None
 
     def _open_ledger(self, path: str) -> None:
         try:

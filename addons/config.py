@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-KNOWN_TABLES = frozenset({"router", "cache", "budgets", "breakers", "attribution", "prices", "proxy"})
+KNOWN_TABLES = frozenset({"router", "cache", "budgets", "breakers", "attribution", "prices"})
 
 
 @lru_cache(maxsize=8)
@@ -15,7 +15,8 @@ def _load(path: str, mtime: float) -> dict[str, Any]:
     data = tomllib.loads(Path(path).read_text())
     unknown = set(data) - KNOWN_TABLES
     if unknown:
-        raise ValueError(f"{path}: unknown table(s) {sorted(unknown)}; expected some of {sorted(KNOWN_TABLES)}")
+        hint = " (proxy settings are command-line flags or --set options)" if "proxy" in unknown else ""
+        raise ValueError(f"{path}: unknown table(s) {sorted(unknown)}; expected some of {sorted(KNOWN_TABLES)}{hint}")
     return data
 
 

@@ -94,7 +94,7 @@ class StreamTee:
 
 
 def llm_usage_only(llm: state.LLMFlow, chunk: Any) -> bool:
-    return bool(getattr(llm.provider, "is_usage_only_chunk", lambda c: False)(chunk))
+    return bool(llm.provider.is_usage_only_chunk(chunk))
 
 
 def _error_text(status: int, body: Any, raw: bytes) -> str:
@@ -172,9 +172,10 @@ class Record:
                 self.writer.max_backlog, self.writer.max_backlog_bytes = rows, mb * 1024 * 1024
         if updated & {"turnout_prices", "turnout_config"}:
             try:
-                overrides = parse_price_overrides(
-                    config.section(ctx.options.turnout_config, "prices").get("models", {}), origin="[prices]"
-                )
+                table = config.section(ctx.options.turnout_config, "prices")
+                if set(table) - {"models"}:
+                    raise ValueError(f"[prices]: unknown key(s) {sorted(set(table) - {'models'})}; expected models")
+                overrides = parse_price_overrides(table.get("models", {}), origin="[prices]")
                 if ctx.options.turnout_prices:
                     overrides.update(load_price_file(ctx.options.turnout_prices))
             except (OSError, ValueError) as e:

@@ -24,7 +24,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import events
 
-from turnout.ledger.budgets import parse_duration
+from turnout.ledger.durations import parse_duration
 
 from . import state
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .budgets import OUTPUT_FIELDS, SCOPES, parse_duration, parse_number
+from .budgets import OUTPUT_FIELDS, SCOPES, parse_number
+from .durations import parse_duration
 from .canonical import canonical_request
 
 

@@ -81,34 +81,19 @@ import collections
 import datetime as dt
 import json
 import math
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from .durations import format_duration, parse_duration
 
 SCOPES = ("global", "key", "team", "feature", "user", "model")
 WINDOWS = ("minute", "hour", "day", "month")
 # The ledger column each scope reads when rebuilding from the `flows` table.
 SCOPE_COLUMNS = {"key": "api_key_fp", "team": "team", "feature": "feature", "user": "user", "model": "model"}
 LIMITS = ("usd", "tokens", "requests")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 ROLLING_BUCKETS = 120
-
-
-def parse_duration(value: Any) -> float:
-    """`"90s"`, `"15m"`, `"24h"`, `"7d"` or a number of seconds; raises ValueError."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (e.g. 30s, 15m, 24h, 7d)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"not a duration: {value!r}")
-    return seconds
 
 
 # -- windows -------------------------------------------------------------------------------
@@ -181,13 +166,6 @@ class BudgetSpec:
         if self.match is not None and value != self.match:
             return None
         return value
-
-
-def format_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def parse_number(spec: dict[str, Any], key: str, where: str, *, integer: bool = False) -> Any:

@@ -15,7 +15,6 @@ import csv
 import datetime as dt
 import io
 import math
-import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from .durations import parse_duration
 from .store import iso_utc
 
 # --by name → the SQL expression that names a row's group.
@@ -44,8 +44,6 @@ TTFT_PERCENTILES = (50, 95)
 # Upper bounds (ms) of the latency histogram's buckets; the last bucket is open-ended.
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000, 30000)
 
-_SINCE_REL = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.I)
-_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_since(value: str | None, *, now: float | None = None) -> str | None:
@@ -56,12 +54,14 @@ def parse_since(value: str | None, *, now: float | None = None) -> str | None:
     if value is None or value.strip().lower() in ("", "all"):
         return None
     now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
-    m = _SINCE_REL.match(value)
-    if m:
-        amount, unit = int(m.group(1)), m.group(2).lower()
-        if amount <= 0:
+    if value.strip()[-1:].isalpha():  # a duration back from now, in the config's syntax
+        try:
+            seconds = parse_duration(value.strip().lower())
+        except ValueError:
+            raise ValueError(f"--since wants 7d, 24h, 30m, 2w or a date like 2026-11-01, not {value!r}") from None
+        if seconds <= 0:
             raise ValueError(f"--since must be a positive duration, not {value!r}")
-        return iso_utc(now - amount * _UNIT_SECONDS[unit])
+        return iso_utc(now - seconds)
     try:
         when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -50,6 +50,10 @@ def asked_for_stream_usage(body: Any) -> bool:
     return True
 
 
+def is_usage_only_chunk(chunk: Any) -> bool:
+    return False  # usage rides on message_start / message_delta, never an event of its own
+
+
 def usage_from(endpoint: str, usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None

@@ -73,3 +73,12 @@ class Provider(Protocol):
     def stream_assembler(self, endpoint: str) -> StreamAssembler: ...
 
     def error_body(self, *, status: int, message: str, type: str, code: str | None = None) -> dict[str, Any]: ...
+
+    def asked_for_stream_usage(self, body: Any) -> bool:
+        """Whether the client's own request asked for usage in its stream (a replayed stream matches it)."""
+
+    def is_usage_only_chunk(self, chunk: Any) -> bool:
+        """A stream event that carries only the usage turnout asked for (cut from what the client sees)."""
+
+    def replay_stream(self, endpoint: str, recorded: dict[str, Any], *, include_usage: bool) -> bytes:
+        """A recorded (non-streamed) answer as the SSE stream the provider would have sent."""

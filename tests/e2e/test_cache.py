@@ -212,3 +212,24 @@ def test_proxy_replay_mode(make_proxy, tmp_path):
     with pytest.raises(openai.BadRequestError) as exc:
         ask(client, "never recorded")
     assert exc.value.body["type"] == "turnout_replay_miss" if isinstance(exc.value.body, dict) and "type" in exc.value.body else "turnout_replay_miss" in str(exc.value)
+
+
+def test_config_cache_table_is_honoured_and_unknown_keys_refused(make_proxy, tmp_path, upstream):
+    import subprocess
+
+    from conftest import turnout_cmd
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[cache]\nenabled = false\n")
+    proxy = make_proxy("--config", str(cfg))
+    client = proxy.client()
+    before = len(upstream.requests)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o", temperature=0, messages=[{"role": "user", "content": "cfg off"}])
+    assert len(upstream.requests) == before + 2  # [cache] enabled = false: both went upstream
+    bad = tmp_path / "bad.toml"
+    for text, needle in (("[cache]\nttl_seconds = 5\n", "unknown key(s) ['ttl_seconds']"), ("[proxy]\nport = 1\n", "unknown table(s) ['proxy']")):
+        bad.write_text(text)
+        out = subprocess.run(turnout_cmd("proxy", "--port", "0", "--config", str(bad), "--db", str(tmp_path / "x.db")),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and needle in out.stdout + out.stderr, out.stdout + out.stderr

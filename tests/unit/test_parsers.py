@@ -113,3 +113,14 @@ def test_ensure_stream_usage_only_when_missing():
     assert not oa.ensure_stream_usage("responses", {"stream": True})
     keep = {"stream": True, "stream_options": {"include_obfuscation": False}}
     assert oa.ensure_stream_usage("chat", keep) and keep["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+
+
+def test_every_provider_module_implements_the_whole_interface():
+    """Each provider module defines every member the Provider protocol declares (no getattr fallbacks)."""
+    from turnout.ledger.providers import PROVIDERS
+    from turnout.ledger.providers.base import Provider
+
+    members = {n for n in vars(Provider) if not n.startswith("_")} | set(Provider.__annotations__)
+    for name, module in PROVIDERS.items():
+        missing = sorted(m for m in members if not hasattr(module, m))
+        assert not missing, f"{name} lacks {missing}"
