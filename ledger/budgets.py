@@ -545,11 +545,6 @@ class BudgetBook:
         for c in res.counters:
             c.reserved = c.reserved - res.amount
 
-    def record(self, props: dict[str, str | None], usd: float, tokens: int, at: float) -> None:
-        """Count spend that happened without a reservation (rebuilding from the ledger)."""
-        for c in self.applicable(props, at):
-            c.add(Amount(usd, tokens, 1), at)
-
     def statuses(self, now: float | None = None) -> list[BudgetStatus]:
         """One status per counter; a budget nobody has spent under yet still shows (global or `match`)."""
         now = time.time() if now is None else now
