@@ -3,12 +3,12 @@
 mitmproxy logs five INFO lines for every connection a client opens through it: client connect,
 server connect, "Streaming response from …", client disconnect, server disconnect. turnout
 records every call in the ledger, so for its users those lines are noise — and they are not free:
-formatting and writing them costs ~0.4 ms of CPU per connection, on the event loop, before the
+formatting and writing them costs CPU on the event loop for every connection, before the
 CONNECT is answered and before the response headers go out. Clients that open a connection per
 call (the sync OpenAI SDK does for every stream) pay it on every call.
 
 Those lines are dropped before a log record is made for them (the logger's `log` is wrapped for
-the process, restored on done): making a record is most of their cost, ~0.3 ms per connection,
+the process, restored on done): making a record is most of their cost,
 and a filter only sees records already made. Three of the five sit on the path to the first
 token (client connect, server connect, "Streaming response from").
 

@@ -14,7 +14,7 @@ from turnout.router.tokens import count_tokens, is_loaded
 from . import state
 
 PROMPT_TOKENS = "turnout_prompt_tokens"  # flow.metadata: the prompt as counted for this flow
-# BPE costs ~0.17 ms per 1k tokens (~11 ms for a 63k-token prompt). Longer prompts are counted
+# BPE time grows with the prompt (milliseconds for tens of thousands of tokens). Longer prompts are counted
 # on a worker thread (tiktoken releases the GIL) so one big request never stalls the event loop.
 INLINE_COUNT_CHARS = 16_384
 

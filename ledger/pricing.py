@@ -1,6 +1,6 @@
 """Model prices from genai-prices, resolved once per model, plus local overrides.
 
-genai-prices' `calc_price` costs ~0.2 ms a call (model matching, unit registry); a proxy
+genai-prices' `calc_price` matches the model and walks a unit registry on every call; a proxy
 prices every flow, so each (provider, model) is resolved to plain per-million-token rates
 once and priced with arithmetic afterwards. Tiered prices fall back to the library.
 An unknown model has no price: callers store NULL, never a guess.

@@ -168,7 +168,7 @@ class RoutingPolicy:
         if not isinstance(default_model, str) or not default_model.strip():
             raise ValueError(f"router.default_model must be a model name, got {default_model!r}")
 
-        encoding_name()  # load the tokenizer now, not on the first proxied request (~150 ms)
+        encoding_name()  # load the tokenizer now, not on the first proxied request
         return cls(
             threshold=threshold,
             model=model,

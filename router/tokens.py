@@ -19,7 +19,7 @@ Two entry points:
 
 * :func:`count_tokens` counts in full. Budgets reserve with it.
 * :func:`estimate_tokens` is for the routing hot path (always cl100k, the encoding the
-  difficulty model was trained with): BPE over 16k characters costs ~0.7 ms, more than the
+  difficulty model was trained with): BPE over a long prompt costs more than the
   whole per-request routing budget, so it counts up to ``exact_chars`` characters and
   extrapolates the rest with the chars-per-token ratio measured on the counted prefix.
 """
