@@ -13,7 +13,6 @@ from turnout.router.tokens import count_tokens, is_loaded
 
 from . import state
 
-PROMPT_TOKENS = "turnout_prompt_tokens"  # flow.metadata: the prompt as counted for this flow
 # BPE time grows with the prompt (milliseconds for tens of thousands of tokens). Longer prompts are counted
 # on a worker thread (tiktoken releases the GIL) so one big request never stalls the event loop.
 INLINE_COUNT_CHARS = 16_384
@@ -34,7 +33,7 @@ def scope_props(llm: state.LLMFlow) -> dict[str, str | None]:
 async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
     """The request's prompt tokens in the encoding of the model it goes to, counted in full once per
     flow (Breakers and Budget both need them)."""
-    n = flow.metadata.get(PROMPT_TOKENS)
+    n = llm.prompt_tokens
     if n is None:
         text, messages = prompt_text(llm.body)
         model = llm.model
@@ -42,7 +41,7 @@ async def flow_prompt_tokens(flow: http.HTTPFlow, llm: state.LLMFlow) -> int:
             counted = await asyncio.to_thread(count_tokens, text, model)
         else:
             counted = count_tokens(text, model)
-        n = flow.metadata[PROMPT_TOKENS] = counted + message_overhead(messages)
+        n = llm.prompt_tokens = counted + message_overhead(messages)
     return n
 
 

@@ -24,7 +24,6 @@ from turnout.ledger.store import iso_utc
 from turnout.ledger.writer import LedgerWriter
 
 from . import config, state
-from .limits import PROMPT_TOKENS
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -499,7 +498,7 @@ def unreported_answer(flow: http.HTTPFlow, llm: state.LLMFlow) -> Any | None:
 
 def count_args(flow: http.HTTPFlow, llm: state.LLMFlow, partial: Any) -> tuple[Any, ...]:
     """`unreported_usage`'s arguments, read on the event loop (the count itself may run on a thread)."""
-    return llm.assembler.usage, partial, llm.body, llm.model, flow.metadata.get(PROMPT_TOKENS)
+    return llm.assembler.usage, partial, llm.body, llm.model, llm.prompt_tokens
 
 
 def count_safely(flow_id: str, args: tuple[Any, ...]) -> Usage | None:

@@ -42,6 +42,7 @@ class LLMFlow:
     first_byte_at: float | None = None
     stream_ended_at: float | None = None
     assembler: Any = None
+    prompt_tokens: int | None = None  # the prompt as counted once for this flow (Breakers, Budget, stream estimates)
     counted_usage: Usage | None = None  # turnout's count for a stream whose usage the provider did not report
     count_failed: bool = False
     response_json: Any = None  # the answer as Record parsed (or assembled) it, for on_record callbacks

@@ -46,7 +46,7 @@ def _count_while_ticking(body: dict) -> tuple[int, int]:
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
         ticks = 0
-        n = await flow_prompt_tokens(tflow.tflow(), SimpleNamespace(body=body, model=body["model"]))
+        n = await flow_prompt_tokens(tflow.tflow(), SimpleNamespace(body=body, model=body["model"], prompt_tokens=None))
         done.set()
         await task
         return n, ticks
@@ -75,7 +75,7 @@ def test_short_prompt_counted_in_full():
 
 def test_count_is_kept_per_flow():
     flow = tflow.tflow()
-    llm = SimpleNamespace(body=_body("one two three"), model="gpt-4o")
+    llm = SimpleNamespace(body=_body("one two three"), model="gpt-4o", prompt_tokens=None)
     first = asyncio.run(flow_prompt_tokens(flow, llm))
     llm.body = _body("a much longer prompt that would count differently " * 10)
     assert asyncio.run(flow_prompt_tokens(flow, llm)) == first  # Breakers and Budget share one count
