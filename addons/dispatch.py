@@ -4,7 +4,7 @@ mitmproxy's `AddonManager.trigger_event` enters a context manager, creates and a
 and walks two generators for *every* addon on *every* event, whether or not the addon has a hook
 for it. mitmdump runs ~45 addons and each request raises eight events (four hooks, each followed
 by `update`), so that walk is a large share of bare mitmproxy's CPU per request
-(docs: README Performance).
+(docs/performance.md).
 
 `Dispatch` replaces the method on its own master's AddonManager (nothing global, nothing in
 mitmproxy's files) with one that keeps the stock semantics — same order (pre-order over each
