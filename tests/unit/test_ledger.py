@@ -118,3 +118,31 @@ def test_iso_utc_matches_datetime_formatting_to_the_millisecond():
     stamps += [1_700_000_000 + i * 0.0003 for i in range(5000)]  # many within one second, then the next
     assert [iso_utc(t) for t in stamps] == [ref(t) for t in stamps]
     assert iso_utc(None) is None
+
+
+def test_backlog_is_bounded_in_bytes_as_well_as_rows(tmp_path):
+    """A full disk with big bodies: the writer reports the bound crossed by bytes long before the row bound."""
+    w = LedgerWriter(tmp_path / "full.db", max_delay=0.01, max_backlog=10_000, max_backlog_bytes=1_000_000)
+    w.start()
+    size = w._db.execute("pragma page_count").fetchone()[0]
+    w._db.execute(f"pragma max_page_count={size + 1}")
+    for i in range(4):
+        w.submit("flows", {"id": str(i), "request_body": "x" * 400_000})
+    assert w.backlog == 4 and w.backlog_bytes > 1_000_000 and w.over_backlog
+    w._db.execute("pragma max_page_count=1073741823")
+    assert w.flush(timeout=10) and not w.over_backlog and w.backlog_bytes == 0
+    assert w.close()
+
+
+def test_a_row_sqlite_refuses_is_set_aside_and_the_rest_land(tmp_path):
+    w = LedgerWriter(tmp_path / "l.db", max_delay=0.01)
+    w.start()
+    w.submit("flows", {"id": "a", "user": "u\udc00", "response_body": "\ud83d" + "\ude00"})
+    w.submit("events", {"id": "not-an-integer", "kind": "x"})  # the events table's integer key refuses it
+    w.submit("flows", {"id": "b"})
+    assert w.flush(timeout=10) and w.healthy and w.rejected == 1
+    db = sqlite3.connect(tmp_path / "l.db")
+    assert db.execute("select id, user, response_body from flows order by id").fetchall() == [("a", "u\ufffd", "😀"), ("b", None, None)]
+    (kind, message, data), = db.execute("select kind, message, data from events").fetchall()
+    assert kind == "ledger_row_rejected" and "datatype mismatch" in message and '"not-an-integer"' in data
+    assert w.close()
