@@ -1,7 +1,7 @@
 """Record: every provider flow becomes one ledger row — streamed or not, answered, failed or aborted.
 
-Streams are teed, never buffered: `flow.response.stream` is a callable that passes bytes on
-as they arrive and feeds a copy to the provider's assembler. The row is written by the
+Streams are teed, never buffered: `flow.response.stream` is a `StreamTee` (addons/stream_tee.py)
+that passes bytes on as they arrive and feeds a copy to the provider's assembler. The row is written by the
 background LedgerWriter; this addon only builds it. Like mitmproxy's `save`, the recorder is a
 promise: if the ledger cannot be written, Intercept refuses traffic rather than forward it unseen.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from typing import Any
 
@@ -19,82 +18,15 @@ from mitmproxy import ctx, exceptions, http
 
 from turnout.ledger.estimate import unreported_usage
 from turnout.ledger.pricing import PriceBook, Usage, load_genai_prices, load_price_file, parse_price_overrides
-from turnout.ledger.sse import SSEParser, incremental_decoder, parse_event_block, split_complete
+from turnout.ledger.sse import SSEParser
 from turnout.ledger.store import iso_utc
 from turnout.ledger.writer import LedgerWriter
 
 from . import config, state
+from .stream_tee import StreamTee
 from .services import Services
 
 log = logging.getLogger(__name__)
-
-_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,')
-
-
-class StreamTee:
-    """The `flow.response.stream` callable: forwards every byte at once, keeps a copy for the ledger.
-
-    When turnout added `include_usage` upstream, the usage-only chunk (and the `"usage":null`
-    keys it brings) are cut so the client sees exactly the stream it asked for; only an
-    unfinished event is held back for that, never a whole one.
-    """
-
-    def __init__(self, llm: state.LLMFlow, content_encoding: str | None) -> None:
-        self.llm = llm
-        self.parser = SSEParser()
-        self.decoder = incremental_decoder(content_encoding)
-        self.strip = llm.usage_injected and (content_encoding or "identity").lower() == "identity"
-        self.held = b""
-        self.broken = False
-        llm.assembler = llm.provider.stream_assembler(llm.endpoint or "chat")
-
-    def __call__(self, data: bytes) -> bytes | list[bytes]:
-        if self.broken:
-            return data
-        try:
-            out = self._tee(data)
-        except Exception as e:  # noqa: BLE001 - a parsing bug must never break the client's stream
-            log.warning("turnout: stream tee failed (%s); passing the rest through untouched", e)
-            self.broken = True
-            out, self.held = self.held + data, b""
-        # Nothing to pass on yet (a held partial event, a cut usage chunk): no chunk at all. An empty
-        # bytes would go out as a zero-length HTTP/1.1 chunk, i.e. the end of the body.
-        return out if out or not data else []
-
-    def _tee(self, data: bytes) -> bytes:
-        llm = self.llm
-        if not data:
-            for ev in self.parser.close():
-                llm.assembler.feed(ev)
-            llm.stream_ended_at = time.time()
-            out, self.held = self.held, b""
-            return self._strip(out) if self.strip and out else out
-        if llm.first_byte_at is None:
-            llm.first_byte_at = time.time()
-        for ev in self.parser.feed(self.decoder.decompress(data)):
-            llm.assembler.feed(ev)
-        if not self.strip:
-            return data
-        blocks, self.held = split_complete(self.held + data)
-        return b"".join(self._strip(b) for b in blocks)
-
-    def _strip(self, block: bytes) -> bytes:
-        if b'"usage"' not in block:
-            return block
-        if b'"choices":[]' in block.replace(b" ", b""):
-            ev = parse_event_block(block)
-            if ev is not None:
-                try:
-                    if llm_usage_only(self.llm, json.loads(ev.data)):
-                        return b""
-                except ValueError:
-                    pass
-        return _USAGE_NULL.sub(b"", block)
-
-
-def llm_usage_only(llm: state.LLMFlow, chunk: Any) -> bool:
-    return bool(llm.provider.is_usage_only_chunk(chunk))
-
 
 def _error_text(status: int, body: Any, raw: bytes) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
