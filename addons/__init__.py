@@ -47,7 +47,7 @@ def default_addons() -> list[object]:
         Cache(services),
         Breakers(),
         Budget(services),
-        Forward(),
+        Forward(services),
         Record(services),
         UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)
         Redact(),  # credentials out of the flow once it has gone upstream, and out of logs and mitmweb

@@ -8,20 +8,18 @@ and sends provider traffic to `turnout_upstream` when one is set.
 from __future__ import annotations
 
 import json
+import logging
 from typing import NamedTuple
 from urllib.parse import urlsplit
-
-import logging
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
-from turnout.ledger.providers import parse_hosts
-
 from . import state
+from .guard import fail_closed
+from .services import Services
 
 log = logging.getLogger(__name__)
-from .guard import fail_closed
 
 
 class Upstream(NamedTuple):
@@ -65,18 +63,16 @@ def frame(req: http.Request, headers: dict[str, str] | None) -> None:
     length = str(len(body))
     if headers is not None and "transfer-encoding" not in headers and headers.get("content-length") == length:
         return
-    if not body and req.method in ("GET", "HEAD", "DELETE", "OPTIONS") and "content-length" not in req.headers:
-        req.headers.pop("transfer-encoding", None)
-        return
     req.headers.pop("transfer-encoding", None)
-    if req.headers.get("content-length") != length:
+    bodiless = not body and req.method in ("GET", "HEAD", "DELETE", "OPTIONS") and "content-length" not in req.headers
+    if not bodiless and req.headers.get("content-length") != length:
         req.headers["content-length"] = length
 
 
 class Forward:
-    def __init__(self) -> None:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
         self.upstream: Upstream | None = None
-        self.provider_hosts: frozenset[str] = frozenset()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -93,17 +89,12 @@ class Forward:
                 self.upstream = parse_upstream(ctx.options.turnout_upstream)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_upstream: {e}") from None
-        if "turnout_hosts" in updated:
-            try:
-                self.provider_hosts = frozenset(parse_hosts(ctx.options.turnout_hosts))
-            except ValueError:
-                pass  # Intercept reports it
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """With `turnout_upstream` set, never dial a provider host itself: whatever path a flow took to get
         here (a bug, another addon), a call the run was promised would go to the upstream must not leave."""
         up, address = self.upstream, data.server.address
-        if up is None or address is None or address[0].lower() not in self.provider_hosts:
+        if up is None or address is None or address[0].lower() not in self.services.provider_hosts:
             return
         if (address[0], address[1]) != (up.host, up.port):
             log.error("turnout: refusing to connect to %s while turnout_upstream is %s", address[0], up.host)

@@ -27,11 +27,9 @@ def answer_internal_error(flow: http.HTTPFlow, where: str, exc: BaseException) -
     """Answer `flow` with a provider-format 500 saying what failed; never raises."""
     llm = state.get(flow)
     message = f"turnout: internal error in {where} ({type(exc).__name__}: {exc})"[:500]
-    try:
-        body = llm.provider.error_body(status=500, message=message, type="turnout_internal_error", code="internal_error")
-    except Exception:  # noqa: BLE001
-        body = {"error": {"message": message, "type": "turnout_internal_error", "param": None, "code": "internal_error"}}
+    body = {"error": {"message": message, "type": "turnout_internal_error", "param": None, "code": "internal_error"}}
     if llm is not None:
+        body = llm.provider.error_body(status=500, message=message, type="turnout_internal_error", code="internal_error")
         llm.served_locally = True
         llm.columns["blocked_by"] = "internal_error"
     flow.response = state.json_response(500, body, {"x-should-retry": "false"})

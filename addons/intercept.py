@@ -58,6 +58,7 @@ class Intercept:
     def __init__(self, services: Services | None = None) -> None:
         self.services = services or Services()
         self.hosts: dict[str, str] = {"api.openai.com": "openai"}
+        self.services.provider_hosts = self.hosts
         self.tunnel_others = True  # False when the user's allow_hosts / ignore_hosts decide
 
     def load(self, loader) -> None:
@@ -75,7 +76,7 @@ class Intercept:
     def configure(self, updated: set[str]) -> None:
         if "turnout_hosts" in updated:
             try:
-                self.hosts = parse_hosts(ctx.options.turnout_hosts)
+                self.hosts = self.services.provider_hosts = parse_hosts(ctx.options.turnout_hosts)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_hosts: {e}") from None
         if updated & {"allow_hosts", "ignore_hosts", "turnout_hosts"}:

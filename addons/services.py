@@ -2,7 +2,7 @@
 each addon that needs it, the way `llm` passes its `db` — no addon looks another up.
 
 Record owns the ledger's lifecycle (it opens the writer for `turnout_db`, loads the prices, drains
-at shutdown) and fills these fields; Intercept asks `refusal()`, Cache and Budget write through
+at shutdown) and fills those fields, Intercept the provider hosts (`turnout_hosts`); Intercept asks `refusal()`, Cache and Budget write through
 `writer`, Budget and Route price with `prices`, Metrics watches the writer's health.
 """
 
@@ -23,6 +23,7 @@ class Services:
     writer: LedgerWriter | None = None
     prices: PriceBook = field(default_factory=PriceBook)
     draining: bool = False  # shutting down: flows in flight finish, new requests get 503
+    provider_hosts: dict[str, str] = field(default_factory=dict)  # host -> provider: what Intercept intercepts
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

@@ -27,7 +27,7 @@ def llm_request() -> http.HTTPFlow:
 
 def test_a_raising_hook_answers_500_and_nothing_is_forwarded(tmp_path, monkeypatch) -> None:
     services = Services()
-    intercept, record, cache, forward = Intercept(services), Record(services), Cache(services), Forward()
+    intercept, record, cache, forward = Intercept(services), Record(services), Cache(services), Forward(services)
     with taddons.context(intercept, record, cache, forward) as tctx:
         tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(cache, turnout_db=str(tmp_path / "ledger.db"))
