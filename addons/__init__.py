@@ -1,8 +1,13 @@
 """turnout's mitmproxy addons. The order of `default_addons()` is the architecture:
 
+    prices                                                     (the price book every cost comes from)
     intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
+    record → ledger store                                      (response / stream tee / error → a row → SQLite)
     timeouts                                                   (deadlines on the upstream's answer)
-    record → redact                                            (response / stream tee / error → ledger)
+    redact                                                     (credentials out of the flow, logs, mitmweb)
+
+What they share (the ledger writer, prices, health) is one `Services` object built here and passed
+to each addon that needs it; per-flow state travels on the flow (`LLMFlow`, ledger/flowstate.py).
 
 `Dispatch`, `DebugChecks` and `ConnectionLog` come first but are no request concerns: they make
 mitmproxy's own per-request and per-connection machinery cheaper in turnout's process.
@@ -27,20 +32,22 @@ def default_addons() -> list[object]:
     from .errorpage import ErrorPage
     from .forward import Forward
     from .intercept import Intercept
+    from .ledger_store import LedgerStore
     from .metrics import Metrics
+    from .prices import Prices
     from .record import Record
     from .redact import Redact
-
     from .route import Route
     from .services import Services
     from .timeouts import UpstreamTimeouts
 
-    services = Services()  # the ledger writer, prices and health: filled by Record, shared explicitly
+    services = Services()  # the ledger writer, prices and health, shared explicitly
     return [
         Dispatch(),  # mitmproxy's event dispatch, minus its per-addon overhead (not a request concern)
         DebugChecks(),  # mitmproxy's debug-only per-message type checks, off unless asked for
         ConnectionLog(),  # mitmproxy's routine per-connection log lines, off unless asked for
         ErrorPage(),  # mitmproxy's own error answers (upstream unreachable) as provider-style JSON
+        Prices(services),
         Intercept(services),
         Attribute(),
         Route(services),
@@ -49,6 +56,7 @@ def default_addons() -> list[object]:
         Budget(services),
         Forward(services),
         Record(services),
+        LedgerStore(services),  # after Record: `done` runs in chain order, so the drain records before it closes
         UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)
         Redact(),  # credentials out of the flow once it has gone upstream, and out of logs and mitmweb
         ContentViews(),  # mitmweb views of LLM requests and streams

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 
 from turnout.ledger.breakers import BreakerConfig, LoopDetector, SpikeLimiter, clamp_output, parse_breakers, request_fingerprint
-from turnout.ledger.budgets import max_output
+from turnout.ledger.request_size import max_output
 from turnout.router.tokens import preload
 
 from . import config, state
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class Breakers:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # injected by tests: loop windows and buckets without sleeping
         self.config = BreakerConfig()
         self.loops = LoopDetector(0, 0)
         self.spikes = SpikeLimiter(())
@@ -48,7 +50,7 @@ class Breakers:
         llm = state.get(flow)
         if llm is None or llm.endpoint is None or not isinstance(llm.body, dict):
             return
-        now = time.time()
+        now = self.clock()
         cfg = self.config
         if self.loops.enabled and self.loops.hit(llm.api_key_fp, request_fingerprint(llm.endpoint, llm.body), now):
             log.warning("turnout: retry loop from key %s on %s: refused", llm.api_key_fp, llm.path)
@@ -70,7 +72,7 @@ class Breakers:
             tokens = await flow_prompt_tokens(flow, llm) + max_output(llm.body, cfg.default_max_output)
             if flow.error or not flow.live:  # killed (mitmweb, shutdown) while we counted
                 return
-            refused = self.spikes.check(scope_props(llm), tokens, time.time())
+            refused = self.spikes.check(scope_props(llm), tokens, self.clock())
             if refused is not None:
                 spec, value, wait = refused
                 who = "" if spec.scope == "global" else f" for {spec.scope} {value}"

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from turnout.ledger.budgets import (
-    BudgetBook,
-    BudgetReservation,
-    BudgetStatus,
-    max_output,
-    parse_budgets,
-    worst_case,
-)
+from turnout.ledger.budget_specs import parse_budgets
+from turnout.ledger.budgets import BudgetBook, BudgetReservation, BudgetStatus
+from turnout.ledger.request_size import max_output, worst_case
 from turnout.ledger.breakers import parse_breakers
 from turnout.ledger.store import open_ledger
 from turnout.router.tokens import preload
@@ -35,8 +31,9 @@ from .services import Services
 log = logging.getLogger(__name__)
 
 class Budget:
-    def __init__(self, services: Services | None = None) -> None:
+    def __init__(self, services: Services | None = None, clock: Callable[[], float] = time.time) -> None:
         self.services = services or Services()
+        self.clock = clock  # injected by tests: windows and throttles without sleeping
         self.book = BudgetBook()
         self.default_max_output = 4096
 
@@ -62,7 +59,7 @@ class Budget:
         except Exception as e:  # noqa: BLE001
             raise exceptions.OptionsError(f"turnout_db: cannot read ledger {ctx.options.turnout_db!r}: {e}") from None
         try:
-            n = self.book.rebuild_from_ledger(db, time.time())
+            n = self.book.rebuild_from_ledger(db, self.clock())
         finally:
             db.conn.close()
         if n:
@@ -84,7 +81,7 @@ class Budget:
             usd, tokens = worst_case(prompt, output, rates), prompt + output
             if flow.error or not flow.live:  # killed (mitmweb, shutdown) while we counted
                 return
-        now = time.time()
+        now = self.clock()
         res = self.book.reserve(props, usd, tokens, now)
         if res.blocked_by is not None:
             self._blocked(flow, llm, res.blocked_by)
@@ -133,4 +130,4 @@ class Budget:
             self.book.release(res)
             return
         tokens = int(row.get("prompt_tokens") or 0) + int(row.get("completion_tokens") or 0)
-        self.book.settle(res, row.get("cost_usd"), tokens, time.time())
+        self.book.settle(res, row.get("cost_usd"), tokens, self.clock())

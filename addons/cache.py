@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,9 @@ def is_deterministic(endpoint: str, body: dict[str, Any]) -> bool:
 
 
 class Cache:
-    def __init__(self, services: Services | None = None) -> None:
+    def __init__(self, services: Services | None = None, clock: Callable[[], float] = time.time) -> None:
         self.services = services or Services()
+        self.clock = clock  # injected by tests: expiry without sleeping
         self.enabled = True
         self.index = CacheIndex(CacheLimits())
         self.hot = HotEntries()
@@ -232,7 +233,7 @@ class Cache:
             llm.columns["cache"] = "bypass"
             llm.response_headers["x-turnout-cache"] = "bypass"
         else:
-            entry, expired = self.index.lookup(key, time.time())
+            entry, expired = self.index.lookup(key, self.clock())
             if entry is not None and self._serve(flow, llm, self.conn, key, "hit"):
                 return
             if expired:
@@ -260,7 +261,7 @@ class Cache:
         else:
             content = json.dumps(recorded, ensure_ascii=False).encode()
             ctype = "application/json"
-        age = max(0, int(time.time() - parse_iso(entry["created_at"])))
+        age = max(0, int(self.clock() - parse_iso(entry["created_at"])))
         flow.response = http.Response.make(
             200, content, {"content-type": ctype, "x-turnout-cache": how, "x-turnout-cache-age": str(age)}
         )
@@ -278,7 +279,7 @@ class Cache:
         if conn is self.conn:
             self.services.execute(
                 "update cache_entries set hits = coalesce(hits, 0) + 1, last_hit_at = ? where key = ?",
-                (iso_utc(time.time()), key),
+                (iso_utc(self.clock()), key),
             )
         return True
 
@@ -329,7 +330,7 @@ class Cache:
         if not isinstance(body, dict):
             return
         text = row.get("response_body") or json.dumps(body, ensure_ascii=False)
-        now = time.time()
+        now = self.clock()
         writer = self.services.writer
         if writer is None:
             return

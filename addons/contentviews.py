@@ -1,8 +1,8 @@
 """mitmweb / mitmproxy content views for LLM traffic (the mitmproxy 12 `Contentview` API).
 
-- "LLM Conversation": a chat-completions / responses / completions request as a readable
-  conversation (model and parameters, tool definitions, each message with its role, tool
-  calls and tool results), and a non-streamed answer the same way.
+- "LLM Conversation": a chat-completions / responses / completions / Anthropic Messages request as
+  a readable conversation (model and parameters, tool definitions, each message with its role,
+  tool calls and tool results, read by ledger/messages.py), and a non-streamed answer the same way.
 - "LLM Stream": a `text/event-stream` answer as the assembled answer (the same assembler
   the ledger uses) followed by its events, one line each.
 
@@ -18,10 +18,13 @@ from typing import Any
 from mitmproxy import contentviews, http
 from mitmproxy.contentviews import Contentview, Metadata
 
+from turnout.ledger.messages import Part, answer_parts, request_parts
+from turnout.ledger.providers import anthropic as anthropic_provider
 from turnout.ledger.providers import openai as openai_provider
 from turnout.ledger.sse import SSEParser
 
-LLM_PATHS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions"}
+LLM_PATHS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions",
+             "/v1/messages": "messages"}  # fmt: skip
 PRIORITY = 2.0  # the JSON view answers 1 for application/json
 EVENT_PREVIEW = 200  # characters of each event's data in the event list
 
@@ -42,33 +45,6 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _content_text(content: Any) -> str:
-    """A message's content (string, or a list of typed parts) as text; non-text parts as [kind] placeholders."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                kind = part.get("type", "?")
-                if isinstance(part.get("text"), str):
-                    out.append(part["text"])
-                elif kind in ("image_url", "input_image"):
-                    url = part.get("image_url")
-                    url = url.get("url") if isinstance(url, dict) else url
-                    out.append(f"[image: {_clip(str(url or part.get('file_id') or ''), 60)}]")
-                elif isinstance(part.get("refusal"), str):
-                    out.append(f"[refusal] {part['refusal']}")
-                else:
-                    out.append(f"[{kind}]")
-        return "\n".join(out)
-    return json.dumps(content, ensure_ascii=False)
-
-
 def _tool_signature(tool: Any) -> str:
     if not isinstance(tool, dict):
         return str(tool)
@@ -84,12 +60,35 @@ def _tool_signature(tool: Any) -> str:
     return f"{name}({args})" + (f" — {_clip(str(desc), 120)}" if desc else "")
 
 
-def _tool_call(tc: Any) -> str:
-    if not isinstance(tc, dict):
-        return f"→ tool call {tc}"
-    fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
-    call_id = tc.get("id") or tc.get("call_id")
-    return f"→ tool call {fn.get('name')}({fn.get('arguments') or ''})" + (f"  [{call_id}]" if call_id else "")
+def _part_line(p: Part) -> str:
+    if p.kind == "text":
+        return f"[refusal] {p.text}" if p.type == "refusal" else p.text
+    if p.kind == "tool_call":
+        return f"→ tool call {p.name}({p.text})" + (f"  [{p.ref}]" if p.ref else "")
+    if p.kind == "thinking":
+        return f"[thinking] {_clip(p.text, 400)}" if p.text else "[thinking] (hidden)"
+    if p.kind in ("image", "file", "audio"):
+        return f"[{p.kind}: {_clip(p.ref, 60)}]" if p.ref else f"[{p.kind}]"
+    return f"[{p.type or p.kind}]"
+
+
+def _messages(parts: list[Part]) -> list[str]:
+    """One section per message: its role (or `tool result [id]`), then each part on its own line."""
+    lines: list[str] = []
+    i = 0
+    while i < len(parts):
+        j = i
+        while j < len(parts) and parts[j].msg == parts[i].msg:
+            j += 1
+        group, first = parts[i:j], parts[i]
+        if first.kind == "tool_result":
+            lines += [_section("tool result", f"[{first.ref}]" if first.ref else ""), *(p.text for p in group), ""]
+        else:
+            lines.append(_section(first.type if first.type in ("instructions", "prompt") else first.role))
+            lines += [_part_line(p) for p in group]
+            lines.append("")
+        i = j
+    return lines
 
 
 def _section(role: str, extra: str = "") -> str:
@@ -101,7 +100,7 @@ _PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "max_o
 
 
 def render_request(endpoint: str, body: dict[str, Any]) -> str:
-    lines = []
+    """Any LLM request turnout parses (chat, responses, completions, Anthropic messages) as a conversation."""
     head = [f"model: {body.get('model')}"]
     if body.get("stream"):
         head.append("stream")
@@ -109,47 +108,18 @@ def render_request(endpoint: str, body: dict[str, Any]) -> str:
         if key in body and body[key] is not None:
             value = body[key]
             head.append(f"{key}={json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}")
-    lines.append(" · ".join(head))
+    lines = [" · ".join(head)]
     tools = body.get("tools") or []
     if tools:
         lines.append(f"tools ({len(tools)}):")
         lines += [f"  {_tool_signature(t)}" for t in tools]
     lines.append("")
-    if endpoint == "completions":
-        lines += [_section("prompt"), _content_text(body.get("prompt")) if not isinstance(body.get("prompt"), list)
-                  else "\n".join(map(str, body["prompt"]))]  # fmt: skip
-        return "\n".join(lines)
-    if endpoint == "responses":
-        if body.get("instructions"):
-            lines += [_section("instructions"), str(body["instructions"]), ""]
-        items = body.get("input")
-        items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
-    else:
-        items = body.get("messages") or []
-    for item in items:
-        if not isinstance(item, dict):
-            lines += [_section("?"), str(item), ""]
-            continue
-        kind = item.get("type")
-        if kind == "function_call":
-            lines += [_section("assistant"), _tool_call(item), ""]
-        elif kind == "function_call_output":
-            lines += [_section("tool result", f"[{item.get('call_id')}]"), _content_text(item.get("output")), ""]
-        elif item.get("role") == "tool":
-            lines += [_section("tool result", f"[{item.get('tool_call_id')}]"), _content_text(item.get("content")), ""]
-        else:
-            role = str(item.get("role") or kind or "?")
-            lines.append(_section(role, f"({item['name']})" if item.get("name") else ""))
-            text = _content_text(item.get("content"))
-            if text:
-                lines.append(text)
-            lines += [_tool_call(tc) for tc in item.get("tool_calls") or ()]
-            lines.append("")
+    lines += _messages(request_parts(body))
     return "\n".join(lines).rstrip() + "\n"
 
 
 def render_answer(body: Any) -> str:
-    """A chat.completion / text_completion / response object as the answer people read."""
+    """A chat.completion / text_completion / response / Anthropic message as the answer people read."""
     if not isinstance(body, dict):
         return json.dumps(body, ensure_ascii=False, indent=2)
     lines = []
@@ -158,32 +128,16 @@ def render_answer(body: Any) -> str:
         lines.append(f"error: {err.get('message')} ({err.get('type') or err.get('code')})")
     if body.get("model"):
         lines.append(f"model: {body['model']}")
-    for choice in body.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-        tag = f"choice {choice.get('index', 0)}" if len(body.get("choices") or ()) > 1 else ""
-        lines.append(_section(str(msg.get("role") or "assistant"), tag))
-        text = choice.get("text") if isinstance(choice.get("text"), str) else _content_text(msg.get("content"))
-        if text:
-            lines.append(text)
-        if msg.get("refusal"):
-            lines.append(f"[refusal] {msg['refusal']}")
-        lines += [_tool_call(tc) for tc in msg.get("tool_calls") or ()]
-        if choice.get("finish_reason"):
-            lines.append(f"(finish: {choice['finish_reason']})")
-    for item in body.get("output") or ():  # responses API
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "message":
-            lines += [_section(str(item.get("role") or "assistant")), _content_text(item.get("content"))]
-        elif item.get("type") == "function_call":
-            lines += [_section("assistant"), _tool_call(item)]
-        elif item.get("type") == "reasoning":
-            summary = " ".join(_content_text([s]) for s in item.get("summary") or ())
-            lines += [_section("reasoning"), summary or "(hidden)"]
-        else:
-            lines += [_section(str(item.get("type"))), _clip(json.dumps(item, ensure_ascii=False), 400)]
+    parts = answer_parts(body)
+    if parts:
+        lines.append(_section("assistant"))
+        lines += [_part_line(p) for p in parts]
+    choices = body.get("choices") if isinstance(body.get("choices"), list) else []
+    finish = (choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None) or body.get("stop_reason")
+    if finish:
+        lines.append(f"(finish: {finish})")
+    if len(choices) > 1:
+        lines.append(f"(+{len(choices) - 1} more choice(s): see the JSON view)")
     usage = body.get("usage")
     if isinstance(usage, dict):
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
@@ -234,9 +188,13 @@ def event_summary(event: str | None, data: str) -> str:
             parts.append(f"error {json.dumps(chunk['error'], ensure_ascii=False)}")
         return head + (" · ".join(parts) if parts else "(empty chunk)")
     kind = chunk.get("type")
-    if isinstance(kind, str):  # responses API events
+    if isinstance(kind, str):  # responses API and Anthropic events
         if isinstance(chunk.get("delta"), str):
             return f"{kind} {json.dumps(chunk['delta'], ensure_ascii=False)}"
+        delta = chunk.get("delta") if isinstance(chunk.get("delta"), dict) else {}
+        for key in ("text", "partial_json", "thinking", "stop_reason"):
+            if isinstance(delta.get(key), str):
+                return f"{kind} {key}={json.dumps(delta[key], ensure_ascii=False)}"
         response = chunk.get("response") if isinstance(chunk.get("response"), dict) else None
         if response is not None:
             return f"{kind} status={response.get('status')}"
@@ -282,7 +240,8 @@ class LLMStreamContentview(Contentview):
         endpoint = llm_endpoint(metadata.flow) or "chat"
         parser = SSEParser()
         events = parser.feed(data) + parser.close()
-        assembler = openai_provider.stream_assembler(endpoint)
+        provider = anthropic_provider if endpoint == "messages" else openai_provider
+        assembler = provider.stream_assembler(endpoint)
         for ev in events:
             assembler.feed(ev)
         result = assembler.result()
@@ -290,7 +249,7 @@ class LLMStreamContentview(Contentview):
         lines.append(render_answer(result).rstrip() if result is not None else "(nothing assembled)")
         if assembler.error:
             lines.append(f"stream error: {assembler.error}")
-        if not getattr(assembler, "done", True):
+        if not assembler.done:
             lines.append("(the stream did not finish)")
         lines += ["", f"── {len(events)} events ──"]
         for i, ev in enumerate(events):

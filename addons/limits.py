@@ -8,7 +8,7 @@ import math
 
 from mitmproxy import http
 
-from turnout.ledger.budgets import message_overhead, prompt_text
+from turnout.ledger.request_size import message_overhead, prompt_text
 from turnout.router.tokens import count_tokens, is_loaded
 
 from . import state

@@ -1,9 +1,10 @@
 """What several addons share, as one explicit object: `default_addons()` builds it and hands it to
 each addon that needs it, the way `llm` passes its `db` — no addon looks another up.
 
-Record owns the ledger's lifecycle (it opens the writer for `turnout_db`, loads the prices, drains
-at shutdown) and fills those fields, Intercept the provider hosts (`turnout_hosts`); Intercept asks `refusal()`, Cache and Budget write through
-`writer`, Budget and Route price with `prices`, Metrics watches the writer's health.
+Who fills what: LedgerStore opens `writer` (`turnout_db`) and sets `durable`; Prices loads `prices`;
+Intercept parses `provider_hosts` (`turnout_hosts`); Record sets `draining` at shutdown. Who reads
+it: Intercept asks `refusal()`, Cache and Budget write through `writer`, Budget, Route and Record
+price with `prices`, Metrics watches the writer's health.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from turnout.ledger.writer import LedgerWriter
 class Services:
     writer: LedgerWriter | None = None
     prices: PriceBook = field(default_factory=PriceBook)
+    durable: bool = False  # audit mode: an answer ends only once its row is committed
     draining: bool = False  # shutting down: flows in flight finish, new requests get 503
     provider_hosts: dict[str, str] = field(default_factory=dict)  # host -> provider: what Intercept intercepts
 

@@ -1,4 +1,5 @@
-"""What one LLM flow carries through the addon chain (in `flow.metadata["turnout"]`).
+"""The per-flow record on a mitmproxy flow (`flow.metadata["turnout"]`, an `LLMFlow` from
+`ledger/flowstate.py`) and the small helpers the addons share to read and answer it.
 
 Addons talk to each other through the flow, never through imports of each other: each
 one reads what earlier addons decided and adds its own ledger columns to `columns`.
@@ -7,61 +8,16 @@ one reads what earlier addons decided and adds its own ledger columns to `column
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
-from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from mitmproxy import ctx, http
 
-from turnout.ledger.pricing import Usage
+from turnout.ledger.flowstate import LLMFlow, Recording
+
+__all__ = ["KEY", "LLMFlow", "Recording", "get", "json_response", "lowercase_headers", "run_pending",
+           "set_headers", "shutting_down"]
 
 KEY = "turnout"
-
-
-@dataclass(eq=False)
-class LLMFlow:
-    provider: ModuleType
-    host: str  # as the client addressed it (before any upstream redirect)
-    path: str  # credential query parameters redacted
-    endpoint: str | None  # None: a provider path we forward and record without parsing
-    body: Any  # the client's request body as parsed JSON (None when it is not JSON)
-    body_error: str | None
-    request_text: str | bytes  # the body exactly as the client sent it (decoded; bytes when not UTF-8)
-    requested_model: str | None
-    api_key_fp: str | None
-    stream: bool
-    credential_fp: str | None = None  # every credential the request carries, hashed: the cache's tenant
-    headers: dict[str, str] = field(default_factory=dict)  # the client's request headers, names lower-cased
-    started: float = field(default_factory=time.time)
-    model: str | None = None  # what goes upstream (routing may change it)
-    body_changed: bool = False  # Forward re-serialises the body when an addon changed it
-    usage_injected: bool = False  # we asked upstream for stream usage the client did not
-    served_locally: bool = False  # answered by the proxy (cache, budget, breaker): never upstream
-    first_byte_at: float | None = None
-    stream_ended_at: float | None = None
-    assembler: Any = None
-    prompt_tokens: int | None = None  # the prompt as counted once for this flow (Breakers, Budget, stream estimates)
-    counted_usage: Usage | None = None  # turnout's count for a stream whose usage the provider did not report
-    count_failed: bool = False
-    response_json: Any = None  # the answer as Record parsed (or assembled) it, for on_record callbacks
-    columns: dict[str, Any] = field(default_factory=dict)  # extra ledger columns from other addons
-    response_headers: dict[str, str] = field(default_factory=dict)  # x-turnout-* headers for the client
-    # Called with the finished ledger row before it is written (settle a budget, price a counterfactual).
-    on_record: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
-    recorded: bool = False
-    timeout_reason: str | None = None  # set when turnout's own timeout ended the flow
-    # Work deferred off the request path (observe-mode routing); `run_pending` runs it before its results are read.
-    pending: list[Callable[[], None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.model is None:
-            self.model = self.requested_model
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> "LLMFlow":
-        # mitmproxy deep-copies flow.metadata (flow.copy(), backups); this is live per-flow state.
-        return self
 
 
 def run_pending(llm: LLMFlow) -> None:

@@ -32,7 +32,7 @@ class StreamTee:
         self.strip = llm.usage_injected and (content_encoding or "identity").lower() == "identity"
         self.held = b""
         self.broken = False
-        llm.assembler = llm.provider.stream_assembler(llm.endpoint or "chat")
+        llm.recording.assembler = llm.provider.stream_assembler(llm.endpoint or "chat")
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.broken:
@@ -51,14 +51,14 @@ class StreamTee:
         llm = self.llm
         if not data:
             for ev in self.parser.close():
-                llm.assembler.feed(ev)
-            llm.stream_ended_at = time.time()
+                llm.recording.assembler.feed(ev)
+            llm.recording.stream_ended_at = time.time()
             out, self.held = self.held, b""
             return self._strip(out) if self.strip and out else out
-        if llm.first_byte_at is None:
-            llm.first_byte_at = time.time()
+        if llm.recording.first_byte_at is None:
+            llm.recording.first_byte_at = time.time()
         for ev in self.parser.feed(self.decoder.decompress(data)):
-            llm.assembler.feed(ev)
+            llm.recording.assembler.feed(ev)
         if not self.strip:
             return data
         blocks, self.held = split_complete(self.held + data)

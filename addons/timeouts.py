@@ -129,19 +129,19 @@ class UpstreamTimeouts:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
         else:
             if llm is not None:
-                llm.timeout_reason = message
+                llm.recording.timeout_reason = message
             flow.kill()
 
     def _check_idle(self, flow: http.HTTPFlow, watch: IdleWatch) -> None:
         llm = state.get(flow)
-        if not flow.live or flow.error or llm is None or llm.stream_ended_at is not None:
+        if not flow.live or flow.error or llm is None or llm.recording.stream_ended_at is not None:
             return
         quiet = time.monotonic() - watch.last
         if quiet < self.idle:
             asyncio.get_running_loop().call_later(self.idle - quiet, self._check_idle, flow, watch)
             return
-        llm.timeout_reason = f"turnout: the stream was silent for {self.idle:g}s (turnout_stream_idle_timeout)"
-        log.warning("%s: %s", llm.timeout_reason, llm.path)
+        llm.recording.timeout_reason = f"turnout: the stream was silent for {self.idle:g}s (turnout_stream_idle_timeout)"
+        log.warning("%s: %s", llm.recording.timeout_reason, llm.path)
         handler, server = self._handler(flow), flow.server_conn
         io = handler.transports.get(server) if handler is not None else None
         if io is not None and io.writer is not None:

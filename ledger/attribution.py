@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from .messages import request_parts, text_of
+
 # Only the head of a huge system prompt takes part: enough to tell templates apart, bounded cost.
 MAX_TEMPLATE_CHARS = 8000
 NAME_WORDS = 5
@@ -83,43 +85,13 @@ def template_of(system: str, lead_in: str) -> Template | None:
     return Template(digest, template_name(norm_system or norm_lead))
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": …}, {"type": "image_url"…}]
-        return "\n".join(
-            p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
 def prompt_parts(body: Any) -> tuple[str, str]:
-    """(system prompt text, first user message text) of a chat / responses / completions body."""
-    if not isinstance(body, dict):
-        return "", ""
-    system: list[str] = []
-    first_user = ""
-    if isinstance(body.get("instructions"), str):  # responses API
-        system.append(body["instructions"])
-    if isinstance(body.get("system"), str | list):  # Anthropic-style top-level system
-        system.append(_text(body["system"]))
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        inp = body.get("input")
-        messages = inp if isinstance(inp, list) else []
-        if isinstance(inp, str):
-            first_user = inp
-        elif isinstance(body.get("prompt"), str):
-            first_user = body["prompt"]
-    for m in messages:
-        if not isinstance(m, dict):
-            continue
-        role = m.get("role")
-        if role in ("system", "developer"):
-            system.append(_text(m.get("content")))
-        elif role == "user" and not first_user:
-            first_user = _text(m.get("content")) or " "
-    return "\n".join(s for s in system if s), first_user.strip()
+    """(system prompt text, first user message text) of any request shape turnout parses."""
+    parts = request_parts(body)
+    system = text_of([p for p in parts if p.role in ("system", "developer")])
+    first = next((p.msg for p in parts if p.role == "user"), None)
+    user = "" if first is None else (text_of([p for p in parts if p.msg == first and p.role == "user"]) or " ")
+    return system, user.strip()
 
 
 def lead_in(user_text: str) -> str:

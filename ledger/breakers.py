@@ -1,7 +1,7 @@
 """Circuit breakers: pure policy for the retry-loop breaker, the spike limiter and the output cap.
 
 `addons/breakers.py` is the glue. The `[breakers]` config table is documented in
-`turnout.ledger.budgets`' module docstring, next to the budgets it complements.
+docs/config.md, next to the budgets it complements.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .budgets import OUTPUT_FIELDS, SCOPES, parse_number
+from .budget_specs import SCOPES, parse_number
+from .request_size import OUTPUT_FIELDS
 from .durations import parse_duration
 from .canonical import canonical_request
 

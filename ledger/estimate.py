@@ -12,38 +12,14 @@ for reasoning models the estimate is low.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from .messages import answer_parts, text_of
 from .pricing import Usage
 
-# Where generated text sits in the assembled answers: chat (content, tool call arguments, refusal),
-# responses (output_text, function call arguments, reasoning summaries), completions (text),
-# Anthropic messages (text, thinking, tool_use input).
-_TEXT_KEYS = frozenset({"content", "text", "arguments", "refusal", "thinking", "summary", "reasoning_content"})
-_SKIP_KEYS = frozenset({"usage", "id", "model", "object", "role", "type", "index", "signature", "finish_reason"})
-
-
 def output_text(body: Any) -> str:
-    """The generated text in a (partial) answer, joined; ids, roles and other bookkeeping left out."""
-    parts: list[str] = []
-
-    def walk(node: Any, key: str | None) -> None:
-        if isinstance(node, str):
-            if key in _TEXT_KEYS:
-                parts.append(node)
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                if k == "input" and node.get("type") in ("tool_use", "server_tool_use"):
-                    parts.append(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
-                elif k not in _SKIP_KEYS:
-                    walk(v, k)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, key)
-
-    walk(body, None)
-    return "\n".join(parts)
+    """The generated text in a (partial) answer — text, refusals, tool-call arguments, thinking — joined."""
+    return text_of(answer_parts(body), kinds=("text", "tool_call", "thinking"))
 
 
 def unreported_usage(
@@ -54,7 +30,7 @@ def unreported_usage(
     answer as far as it came, for the rest. `prompt_tokens`: the request's count if already made."""
     from turnout.router.tokens import count_tokens
 
-    from .budgets import prompt_tokens as count_prompt
+    from .request_size import prompt_tokens as count_prompt
 
     if not (reported and reported.prompt_tokens):
         prompt_tokens = count_prompt(body, model) if prompt_tokens is None else prompt_tokens

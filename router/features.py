@@ -28,6 +28,8 @@ from operator import xor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from turnout.ledger.messages import request_parts
+
 from .tokens import estimate_tokens
 
 # Text analysis budget: first HEAD + last TAIL characters of the last user message.
@@ -78,19 +80,11 @@ _SCRIPT_RES = (
     ("th", re.compile(r"[\u0e00-\u0e7f]")),
 )
 
-_IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
-_FILE_PART_TYPES = frozenset({"file", "input_file", "document"})
-_AUDIO_PART_TYPES = frozenset({"input_audio", "audio"})
-_TEXT_KEYS = ("text", "content", "input_text", "output_text", "refusal", "output", "arguments")
 _BUILTIN_TOOL_PREFIXES = (
     "file_search", "computer", "code_interpreter", "image_generation", "mcp", "local_shell",  # OpenAI
     "bash", "text_editor", "code_execution", "web_fetch", "memory",  # Anthropic server / client-schema tools
 )  # fmt: skip
 _ANTHROPIC_TOOL_CHOICE = {"auto": "auto", "none": "none", "any": "required"}
-# Anthropic content blocks: tool calls and results in the history; signed thinking blocks, tied to
-# the model that produced them (like OpenAI reasoning items).
-_TOOL_HISTORY_PART_TYPES = frozenset({"tool_use", "tool_result", "server_tool_use", "web_search_tool_result"})
-_THINKING_PART_TYPES = frozenset({"reasoning", "thinking", "redacted_thinking"})
 
 # ---------------------------------------------------------------- counting, fast and exact
 #
@@ -192,94 +186,36 @@ class RequestFeatures:
 # ---------------------------------------------------------------- extraction
 
 
-def _text_of(content: Any, sink: dict[str, bool], depth: int = 0) -> str:
-    """Flatten message content of any shape into text; record non-text parts."""
-    if content is None or depth > 6:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (list, tuple)):
-        pieces = [_text_of(p, sink, depth + 1) for p in content]
-        return "\n".join(p for p in pieces if p)
-    if isinstance(content, dict):
-        ptype = content.get("type")
-        if isinstance(ptype, str):
-            if ptype in _IMAGE_PART_TYPES:
-                sink["images"] = True
-                return ""
-            if ptype in _FILE_PART_TYPES:
-                sink["files"] = True
-                return ""
-            if ptype in _AUDIO_PART_TYPES:
-                sink["audio"] = True
-                return ""
-            if ptype in _THINKING_PART_TYPES:
-                sink["reasoning_items"] = True
-            elif ptype in _TOOL_HISTORY_PART_TYPES:
-                sink["tool_history"] = True
-        for key in _TEXT_KEYS:
-            value = content.get(key)
-            if value is not None:
-                return _text_of(value, sink, depth + 1)
-        return ""
-    return ""
+_FLAGS = {"image": "images", "file": "files", "audio": "audio", "thinking": "reasoning_items",
+          "tool_call": "tool_history", "tool_result": "tool_history", "reference": "item_reference"}  # fmt: skip
 
 
 def _messages(body: dict[str, Any], sink: dict[str, bool]) -> tuple[str, list[tuple[str, str]]]:
-    """(api, [(role, text)]) across the three OpenAI request shapes and Anthropic's Messages API."""
+    """(api, [(role, text)]) — one entry per message, from the one walker (ledger/messages.py); the
+    kinds of non-text parts go to `sink` (images, files, audio, reasoning items, tool history)."""
+    if isinstance(body.get("messages"), list):
+        api = "chat"
+    elif "input" in body or "instructions" in body:
+        api = "responses"
+    elif body.get("prompt") is not None:
+        api = "completions"
+    else:
+        return "unknown", []
     out: list[tuple[str, str]] = []
-    msgs = body.get("messages")
-    if isinstance(msgs, list):
-        system = body.get("system")  # Anthropic: the system prompt is a top-level string or text blocks
-        if system is not None:
-            out.append(("system", _text_of(system, sink)))
-        for m in msgs:
-            if isinstance(m, dict):
-                role = m.get("role")
-                role = role if isinstance(role, str) else "unknown"
-                text = _text_of(m.get("content"), sink)
-                if m.get("tool_calls") or m.get("function_call"):
-                    sink["tool_history"] = True
-                out.append((role, text))
-            elif isinstance(m, str):
-                out.append(("user", m))
-        return "chat", out
-    if "input" in body or "instructions" in body:
-        instr = body.get("instructions")
-        if isinstance(instr, str) and instr:
-            out.append(("system", instr))
-        inp = body.get("input")
-        if isinstance(inp, str):
-            out.append(("user", inp))
-        elif isinstance(inp, list):
-            for item in inp:
-                if isinstance(item, str):
-                    out.append(("user", item))
-                elif isinstance(item, dict):
-                    itype = item.get("type")
-                    if itype in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"):
-                        sink["tool_history"] = True
-                        out.append(("tool", _text_of(item.get("output") or item.get("arguments"), sink)))
-                        continue
-                    if itype == "reasoning":
-                        sink["reasoning_items"] = True
-                        continue
-                    if itype == "item_reference":
-                        sink["item_reference"] = True
-                        continue
-                    role = item.get("role")
-                    role = role if isinstance(role, str) else "user"
-                    out.append((role, _text_of(item.get("content"), sink)))
-        return "responses", out
-    prompt = body.get("prompt")
-    if prompt is not None:
-        if isinstance(prompt, str):
-            out.append(("user", prompt))
-        elif isinstance(prompt, list):
-            texts = [p for p in prompt if isinstance(p, str)]
-            out.append(("user", "\n".join(texts)))
-        return "completions", out
-    return "unknown", out
+    msg, role, texts = -1, "", []
+    for part in request_parts(body):
+        flag = _FLAGS.get(part.kind)
+        if flag is not None:
+            sink[flag] = True
+        if part.msg != msg:
+            if msg >= 0:
+                out.append((role, "\n".join(texts)))
+            msg, role, texts = part.msg, part.role, []
+        if part.kind in ("text", "tool_result") and part.text:
+            texts.append(part.text)
+    if msg >= 0:
+        out.append((role, "\n".join(texts)))
+    return api, out
 
 
 def _int_or_none(v: Any) -> int | None:

@@ -36,7 +36,7 @@ def upstream() -> Iterator[UpstreamServer]:
 
 
 def turnout_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "turnout.addons.cli", *args]
+    return [sys.executable, "-m", "turnout.cli", *args]
 
 
 class Proxy:

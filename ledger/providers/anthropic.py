@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .. import messages
 from ..pricing import Usage
 from ..sse import SSEEvent, encode_event, event_json
 from .base import int_at, str_at
@@ -181,3 +182,11 @@ def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: boo
     out.append(_sse("message_delta", {"delta": delta, "usage": {"output_tokens": usage.get("output_tokens", 0)}}))
     out.append(_sse("message_stop", {}))
     return b"".join(out)
+
+
+def request_parts(endpoint: str, body: Any) -> list[messages.Part]:
+    return messages.request_parts(body)
+
+
+def answer_parts(endpoint: str, body: Any) -> list[messages.Part]:
+    return messages.answer_parts(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ..messages import Part
 from ..pricing import Usage
 from ..sse import SSEEvent
 
@@ -47,6 +48,11 @@ class StreamAssembler(Protocol):
     @property
     def error(self) -> str | None: ...
 
+    @property
+    def done(self) -> bool:
+        """Whether the stream reached its provider's end event (else it was cut)."""
+        ...
+
 
 class Provider(Protocol):
     name: str
@@ -76,6 +82,12 @@ class Provider(Protocol):
 
     def asked_for_stream_usage(self, body: Any) -> bool:
         """Whether the client's own request asked for usage in its stream (a replayed stream matches it)."""
+
+    def request_parts(self, endpoint: str, body: Any) -> list[Part]:
+        """What the request sends, message by message (ledger/messages.py): role, kind, text."""
+
+    def answer_parts(self, endpoint: str, body: Any) -> list[Part]:
+        """What the answer says: text, refusals, tool calls, thinking."""
 
     def is_usage_only_chunk(self, chunk: Any) -> bool:
         """A stream event that carries only the usage turnout asked for (cut from what the client sees)."""

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .. import messages
 from ..pricing import Usage
 from ..sse import SSEEvent, encode_event, event_json
 from .base import int_at, str_at
@@ -373,3 +374,11 @@ def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: boo
 def asked_for_stream_usage(body: Any) -> bool:
     opts = body.get("stream_options") if isinstance(body, dict) else None
     return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def request_parts(endpoint: str, body: Any) -> list[messages.Part]:
+    return messages.request_parts(body)
+
+
+def answer_parts(endpoint: str, body: Any) -> list[messages.Part]:
+    return messages.answer_parts(body)

@@ -107,7 +107,7 @@ def test_long_prompt_is_reserved_at_its_full_token_count(make_proxy, tmp_path):
     that many tokens refuses the next request, one token more lets it through.
     """
     from turnout.addons.limits import INLINE_COUNT_CHARS
-    from turnout.ledger.budgets import prompt_tokens
+    from turnout.ledger.request_size import prompt_tokens
 
     long_msg = [{"role": "user", "content": "Reconcile invoice 4711 against order 0815, line by line. " * 3000}]
     assert len(long_msg[0]["content"]) > 10 * INLINE_COUNT_CHARS

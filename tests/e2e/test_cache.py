@@ -233,3 +233,18 @@ def test_config_cache_table_is_honoured_and_unknown_keys_refused(make_proxy, tmp
         out = subprocess.run(turnout_cmd("proxy", "--port", "0", "--config", str(bad), "--db", str(tmp_path / "x.db")),
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and needle in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_the_config_reference_in_the_docs_is_accepted_whole(make_proxy, tmp_path):
+    """docs/config.md is the one reference of every key: a proxy started with it, unchanged, runs."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
+    cfg = tmp_path / "reference.toml"
+    cfg.write_text(example)
+    proxy = make_proxy("--config", str(cfg))
+    client = proxy.client()
+    r = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "ref"}])
+    assert r.http_response.status_code == 200

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import turnout_cmd
 
-from turnout.ledger.budgets import prompt_tokens
+from turnout.ledger.request_size import prompt_tokens
 from turnout.router.tokens import count_tokens
 
 

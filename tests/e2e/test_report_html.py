@@ -54,7 +54,7 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     synthetic_ledger(db)
     page = tmp_path / "report.html"
     out = subprocess.run(
-        [sys.executable, "-m", "turnout.addons.cli", "report", "--db", str(db), "--since", "30d", "--html", str(page)],
+        [sys.executable, "-m", "turnout.cli", "report", "--db", str(db), "--since", "30d", "--html", str(page)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -91,7 +91,7 @@ def test_empty_html_report(tmp_path: Path) -> None:
     open_ledger(db).conn.close()
     page = tmp_path / "empty.html"
     out = subprocess.run(
-        [sys.executable, "-m", "turnout.addons.cli", "report", "--db", str(db), "--html", str(page)],
+        [sys.executable, "-m", "turnout.cli", "report", "--db", str(db), "--html", str(page)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -13,7 +13,7 @@ import tiktoken
 import tiktoken_ext.openai_public as openai_public
 
 from turnout.addons.limits import INLINE_COUNT_CHARS, flow_prompt_tokens
-from turnout.ledger.budgets import prompt_tokens
+from turnout.ledger.request_size import prompt_tokens
 from turnout.router.tokens import read_o200k_ranks
 
 

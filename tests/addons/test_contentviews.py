@@ -82,3 +82,35 @@ def test_event_lines_show_what_changed() -> None:
     assert event_summary("response.output_text.delta", json.dumps({"type": "response.output_text.delta", "delta": "Hi"})) == (
         'response.output_text.delta "Hi"'
     )
+
+
+def test_anthropic_messages_request_and_stream(views) -> None:
+    f = _flow("/v1/messages", {
+        "model": "claude-sonnet-4-5", "max_tokens": 64, "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "use the tool", "signature": "s"},
+                                              {"type": "tool_use", "id": "tu1", "name": "weather", "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": [{"type": "text", "text": "4°C"}]}]},
+        ],
+    })  # fmt: skip
+    r = contentviews.prettify_message(f.request, f)
+    assert r.view_name == "LLM Conversation"
+    assert "── system ──\nBe brief." in r.text and "── user ──\nWeather in Oslo?" in r.text
+    assert "[thinking] use the tool" in r.text and '→ tool call weather({"city": "Oslo"})  [tu1]' in r.text
+    assert "── tool result [tu1] ──\n4°C" in r.text
+    f.response.headers["content-type"] = "text/event-stream"
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "m1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                                                                "content": [], "usage": {"input_tokens": 30, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "4°C, cloudy."}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 6}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+    f.response.content = b"".join(f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in events)
+    r = contentviews.prettify_message(f.response, f)
+    assert r.view_name == "LLM Stream" and "(the stream did not finish)" not in r.text
+    assert "── assistant ──\n4°C, cloudy." in r.text and "(finish: end_turn)" in r.text
+    assert 'content_block_delta text="4°C, cloudy."' in r.text

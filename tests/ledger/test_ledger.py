@@ -83,7 +83,7 @@ def test_prices_from_genai_prices_and_overrides(tmp_path):
 
 def test_tiered_prices_cost_and_worst_case_pick_the_tier_the_prompt_reaches():
     """claude-sonnet-4-5 costs $3/$15 per M tokens up to 200k prompt tokens and $6/$22.5 past that."""
-    from turnout.ledger.budgets import worst_case
+    from turnout.ledger.request_size import worst_case
 
     book = PriceBook()
     rates = book.rates("anthropic", "claude-sonnet-4-5")

@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from turnout.ledger.budgets import BudgetBook, BudgetStatus, parse_budgets
+from turnout.addons import config
+from turnout.ledger.budget_specs import parse_budgets
+from turnout.ledger.budgets import BudgetBook, BudgetStatus
 from turnout.ledger.store import iso_utc, open_ledger
 
-from . import config
+from .errors import Failure
 
 
 def budget_statuses(db_path: str, config_path: str | None, now: float | None = None) -> list[BudgetStatus]:
@@ -58,8 +60,7 @@ def cmd_budgets(args: argparse.Namespace) -> int:
     try:
         statuses = budget_statuses(args.db, args.config)
     except ValueError as e:
-        sys.stderr.write(f"turnout budgets: {e}\n")
-        return 2
+        raise Failure(str(e)) from None
     if args.format == "json":
         sys.stdout.write(json.dumps([s.as_dict() for s in statuses], indent=2) + "\n")
         return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from turnout.addons.cli import main
+from turnout.cli.main import main
 from turnout.addons.record import flow_mark
 from turnout.ledger import report as rpt
 from turnout.ledger.store import iso_utc, open_ledger
@@ -153,7 +153,7 @@ def test_csv_and_json_output(ledger: Path, capsys: pytest.CaptureFixture[str]) -
 def test_table_reads_in_a_monochrome_log(ledger: Path, tmp_path: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     out = subprocess.run(
-        [sys.executable, "-m", "turnout.addons.cli", "report", "--db", str(ledger), "--since", "7d",
+        [sys.executable, "-m", "turnout.cli", "report", "--db", str(ledger), "--since", "7d",
          "--html", str(tmp_path / "r.html")],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

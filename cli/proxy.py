@@ -1,9 +1,8 @@
-"""The `turnout` command: proxy, env, run (and the reports and tools of later chapters)."""
+"""`turnout proxy`, `env` and `run`: the proxy's options, translated once into mitmproxy's."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import subprocess
@@ -12,14 +11,15 @@ import threading
 import time
 from pathlib import Path
 
+import turnout.addons as turnout_addons
+
 from . import environment
+from .errors import Failure, UsageError
 
-SCRIPT = Path(__file__).with_name("turnout.py")
-
-# Modules under turnout.addons that add subcommands: each has `register(subparsers)`.
-COMMAND_MODULES: list[str] = ["router_cmd", "budgets_cmd", "report_cmd"]
+SCRIPT = Path(turnout_addons.__file__).with_name("turnout.py")  # the mitmproxy script (mitmdump -s)
 MODES = ("observe", "route", "off")
 WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
+MITMDUMP = "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump(sys.argv[1:]) or 0)"
 
 
 def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
@@ -75,18 +75,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def _start_proxy(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "turnout.addons.cli", "proxy", "--host", "127.0.0.1", "--port", str(args.port)]
-    cmd += ["--db", args.db]
-    if args.mode:
-        cmd += ["--mode", args.mode]
-    if args.record:
-        cmd += ["--record", args.record]
-    for name in ("upstream", "config", "replay"):
-        value = getattr(args, name, None)
-        if value:
-            cmd += [f"--{name}", value]
-    for kv in args.set or ():
-        cmd += ["--set", kv]
+    """mitmdump in a child process, with the same translation of the options as `turnout proxy`."""
+    args.host = "127.0.0.1"
+    cmd = [sys.executable, "-c", MITMDUMP, *mitmproxy_args(args, web=False)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     port: list[int] = []
     ready = threading.Event()
@@ -109,13 +100,13 @@ def _start_proxy(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
     if not port:
         proc.kill()
         sys.stderr.write("".join(lines))
-        raise SystemExit("turnout run: the proxy did not start")
+        raise Failure("the proxy did not start")
     return proc, port[0]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.command:
-        raise SystemExit("turnout run: give a command after --, e.g. turnout run -- pytest")
+        raise UsageError("give a command after --, e.g. turnout run -- pytest")
     started = time.time()
     proc, port = _start_proxy(args)
     _, bundle = environment.ensure_ca()
@@ -138,57 +129,3 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     extra = print_run_summary(args.db, since=started, replay=bool(args.replay))
     return rc if rc != 0 else extra
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="turnout", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    def proxy_options(sp: argparse.ArgumentParser, *, port: int) -> None:
-        sp.add_argument("--port", type=int, default=port, help=f"listen port (0 picks a free one; default {port})")
-        sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
-        sp.add_argument("--mode", choices=MODES, help="routing: observe (the default), route, off")
-        sp.add_argument("--upstream", help="send provider traffic to this OpenAI-compatible base URL")
-        sp.add_argument("--config", help="turnout's TOML config file")
-        sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")
-        sp.add_argument(
-            "--replay", metavar="FILE", help="answer only from the recordings in FILE (with --record: record what is new)"
-        )
-        sp.add_argument("--set", action="append", metavar="OPTION=VALUE", help="any mitmproxy/turnout option")
-        sp.add_argument("-v", "--verbose", action="store_true", help="print mitmproxy's flow log and its per-connection lines")
-
-    sp = sub.add_parser("proxy", help="run the proxy (mitmdump, or mitmweb with --web)")
-    sp.add_argument("--host", default="127.0.0.1")
-    proxy_options(sp, port=8080)
-    sp.add_argument("--web", action="store_true", help="run mitmweb: inspect flows live in the browser")
-    sp.add_argument("--web-port", type=int, default=8081)
-    sp.add_argument("--open", action="store_true", help="with --web: open a browser")
-    sp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    sp.set_defaults(func=cmd_proxy)
-
-    sp = sub.add_parser("env", help="print the exports that point a shell at the proxy")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8080)
-    sp.set_defaults(func=cmd_env)
-
-    sp = sub.add_parser("run", help="run a command through a fresh proxy and summarise its LLM calls")
-    proxy_options(sp, port=0)
-    sp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS…")
-    sp.set_defaults(func=cmd_run)
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}").register(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[:1] == ["--"]:
-        args.command = args.command[1:]
-    if getattr(args, "record", None):
-        args.db = args.record  # --record FILE: the run's ledger is the recording
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

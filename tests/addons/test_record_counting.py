@@ -14,9 +14,10 @@ from mitmproxy.test import taddons, tflow
 from turnout.addons import record as record_module
 from turnout.addons import state
 from turnout.addons.intercept import Intercept
+from turnout.addons.ledger_store import LedgerStore
 from turnout.addons.record import Record
 from turnout.addons.services import Services
-from turnout.ledger.budgets import prompt_tokens
+from turnout.ledger.request_size import prompt_tokens
 from turnout.router.tokens import count_tokens
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me about proxies."}], "stream": True}
@@ -58,12 +59,13 @@ def rows(record: Record, db) -> list[dict]:
 @pytest.fixture
 def addons(tmp_path):
     services = Services()
-    intercept, record = Intercept(services), Record(services)
-    with taddons.context(intercept, record) as tctx:
-        tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
+    intercept, record, store = Intercept(services), Record(services), LedgerStore(services)
+    with taddons.context(intercept, record, store) as tctx:
+        tctx.configure(store, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(intercept, turnout_hosts=["api.openai.com"])
         yield intercept, record, tmp_path / "ledger.db"
         record.done()
+        store.done()
 
 
 def test_the_hook_returns_at_once_and_the_row_follows_with_the_count(addons):
@@ -73,9 +75,9 @@ def test_the_hook_returns_at_once_and_the_row_follows_with_the_count(addons):
         f = streamed_flow(intercept, record, chunk("Proxies relay"), chunk(" requests."), END)
         llm = state.get(f)
         record.response(f)  # mitmproxy sends the stream's end only after this returns: it must not wait
-        assert f.id in record.counting and not llm.recorded
+        assert f.id in record.counting and not llm.recording.recorded
         await asyncio.gather(*record._tasks)
-        assert llm.recorded and f.id not in record.counting
+        assert llm.recording.recorded and f.id not in record.counting
 
     asyncio.run(main())
     (row,) = rows(record, db)

@@ -14,6 +14,7 @@ from turnout.addons.cache import Cache
 from turnout.addons.forward import Forward
 from turnout.addons.guard import fail_closed
 from turnout.addons.intercept import Intercept
+from turnout.addons.ledger_store import LedgerStore
 from turnout.addons.record import Record
 from turnout.addons.services import Services
 
@@ -28,8 +29,9 @@ def llm_request() -> http.HTTPFlow:
 def test_a_raising_hook_answers_500_and_nothing_is_forwarded(tmp_path, monkeypatch) -> None:
     services = Services()
     intercept, record, cache, forward = Intercept(services), Record(services), Cache(services), Forward(services)
-    with taddons.context(intercept, record, cache, forward) as tctx:
-        tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
+    store = LedgerStore(services)
+    with taddons.context(intercept, record, store, cache, forward) as tctx:
+        tctx.configure(store, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(cache, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(forward, turnout_upstream="http://127.0.0.1:9")
 
@@ -49,6 +51,7 @@ def test_a_raising_hook_answers_500_and_nothing_is_forwarded(tmp_path, monkeypat
         row = record.writer._db.execute("select status_code, blocked_by, error from flows").fetchone()
         assert row[0] == 500 and row[1] == "internal_error" and "turnout_internal_error" in row[2]
         record.done()
+        store.done()
 
 
 def test_async_hooks_are_guarded_too() -> None:

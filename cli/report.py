@@ -12,9 +12,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from turnout.ledger import report as rpt
+
+from .errors import Failure, UsageError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,15 +36,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         since = rpt.parse_since(args.since)
     except ValueError as e:
-        sys.stderr.write(f"turnout report: {e}\n")
-        return 2
+        raise UsageError(str(e)) from None
     path = Path(args.db).expanduser()
     if not path.exists():
-        sys.stderr.write(
-            f"turnout report: no ledger at {path} — nothing has been recorded there yet.\n"
-            f"Start the proxy with `turnout proxy --db {args.db}` (or pass --db to the ledger you have).\n"
+        raise Failure(
+            f"no ledger at {path} — nothing has been recorded there yet.\n"
+            f"Start the proxy with `turnout proxy --db {args.db}` (or pass --db to the ledger you have)."
         )
-        return 1
     from turnout.ledger.store import open_ledger
 
     db = open_ledger(path)

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from . import config
+from turnout.addons import config
+from turnout.ledger.savings import savings
+
+from .errors import Failure, UsageError
 
 
 def _policy(config_path: str | None):
@@ -25,7 +27,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     try:
         policy = _policy(args.config)
     except ValueError as e:
-        raise SystemExit(f"turnout classify: {e}") from None
+        raise Failure(str(e)) from None
     out = sys.stdout
     for result in classify_records(sys.stdin, policy, provider=args.provider):
         out.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -41,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         report = train([Path(p) for p in args.data], Path(args.out), seed=args.seed)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"turnout train: {e}") from None
+        raise Failure(str(e)) from None
     table = Table(title=f"difficulty model {report.version}: validation APGR (random routing = 0.5)")
     table.add_column("source")
     table.add_column("APGR (validation)", justify="right")
@@ -54,64 +56,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-SAVINGS_SQL = """
-select requested_model, would_route_to, coalesce(task, '?') as task,
-       count(*) as calls,
-       avg(score) as mean_score,
-       sum(cost_usd) as cost_usd,
-       sum(projected_cost_usd) as projected_cost_usd,
-       sum(cost_usd) - sum(projected_cost_usd) as saving_usd,
-       sum(case when cost_usd is null or projected_cost_usd is null then 1 else 0 end) as unpriced
-from flows
-where decision = 'route' and routed is null and started_at >= ? and coalesce(cache, '') not in ('hit', 'replay')
-group by requested_model, would_route_to, task
-order by saving_usd desc nulls last, calls desc
-"""
-
-ROUTED_SQL = """
-select count(*), sum(baseline_cost_usd), sum(cost_usd) from flows
-where routed = 1 and started_at >= ?
-"""
-
-
-def savings(db_path: str, since: str) -> dict[str, Any]:
-    """The observation report: what routing would have saved, from real usage priced on both models."""
-    from turnout.ledger.report import parse_since
-    from turnout.ledger.store import open_ledger
-
-    start = parse_since(since) or "0"
-    db = open_ledger(db_path)
-    cur = db.execute(SAVINGS_SQL, [start])
-    cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    total_calls = db.execute("select count(*), sum(cost_usd) from flows where started_at >= ?", [start]).fetchone()
-    routed = db.execute(ROUTED_SQL, [start]).fetchone()
-    hits = db.execute(
-        "select count(*) from flows where decision = 'route' and routed is null and started_at >= ? "
-        "and cache in ('hit', 'replay')", [start],
-    ).fetchone()[0]
-    db.conn.close()
-    totals = {
-        "calls": sum(r["calls"] for r in rows),
-        "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
-        "projected_cost_usd": sum(r["projected_cost_usd"] or 0 for r in rows),
-        "saving_usd": sum(r["saving_usd"] or 0 for r in rows),
-        "all_calls": total_calls[0],
-        "all_cost_usd": total_calls[1] or 0.0,
-        "cache_hits": hits,  # would-route calls answered from the cache: free either way, so not counted above
-        "routed_calls": routed[0],
-        "realised_saving_usd": (routed[1] or 0.0) - (routed[2] or 0.0),
-    }
-    return {"since": since, "groups": rows, "totals": totals}
-
-
 def cmd_savings(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
-        raise SystemExit(f"turnout savings: no ledger at {args.db}")
+        raise Failure(f"no ledger at {args.db}")
     try:
         data = savings(args.db, args.since)
     except ValueError as e:
-        raise SystemExit(f"turnout savings: {e}") from None
+        raise UsageError(str(e)) from None
     if args.format == "json":
         print(json.dumps(data, indent=2))
         return 0

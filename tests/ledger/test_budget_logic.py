@@ -17,16 +17,11 @@ from turnout.ledger.breakers import (
     parse_breakers,
     request_fingerprint,
 )
-from turnout.ledger.budgets import (
-    BudgetBook,
-    max_output,
-    parse_budgets,
-    parse_duration,
-    prompt_tokens,
-    window_end,
-    window_start,
-    worst_case,
-)
+from turnout.ledger.budget_specs import parse_budgets
+from turnout.ledger.budgets import BudgetBook
+from turnout.ledger.durations import parse_duration
+from turnout.ledger.request_size import max_output, prompt_tokens, worst_case
+from turnout.ledger.windows import window_end, window_start
 from turnout.ledger.pricing import ModelRates
 from turnout.ledger.store import iso_utc, open_ledger
 

@@ -9,6 +9,7 @@ from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
 from turnout.addons.intercept import Intercept
+from turnout.addons.ledger_store import LedgerStore
 from turnout.addons.record import Record
 from turnout.addons.services import Services
 
@@ -22,9 +23,9 @@ def llm_request() -> http.HTTPFlow:
 
 def test_refuses_when_the_ledger_cannot_take_rows_and_while_draining(tmp_path) -> None:
     services = Services()
-    intercept, record = Intercept(services), Record(services)
-    with taddons.context(intercept, record) as tctx:
-        tctx.configure(record, turnout_db=str(tmp_path / "ledger.db"))
+    intercept, record, store = Intercept(services), Record(services), LedgerStore(services)
+    with taddons.context(intercept, record, store) as tctx:
+        tctx.configure(store, turnout_db=str(tmp_path / "ledger.db"))
         tctx.configure(intercept, turnout_hosts=["api.openai.com"])
         f = llm_request()
         intercept.request(f)
@@ -55,3 +56,4 @@ def test_refuses_when_the_ledger_cannot_take_rows_and_while_draining(tmp_path) -
         assert f.response.headers["connection"] == "close"
         record.draining = False
         record.done()
+        store.done()

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mitmproxy import certs
 
-from turnout.addons import environment
+from turnout.cli import environment
 
 
 def test_new_ca_is_p256_and_mitmproxy_forges_certificates_with_it(tmp_path: Path) -> None:

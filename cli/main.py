@@ -1,0 +1,71 @@
+"""`turnout`'s parser and its one error path (cli/errors.py)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import Failure, UsageError
+from .proxy import MODES, cmd_env, cmd_proxy, cmd_run
+
+# Modules under turnout.cli that add subcommands: each has `register(subparsers)`.
+COMMAND_MODULES: list[str] = ["router", "budgets", "report"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="turnout",
+        description="An LLM inference proxy: records, prices, caches, budgets and routes every LLM call, with no code change.",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def proxy_options(sp: argparse.ArgumentParser, *, port: int) -> None:
+        sp.add_argument("--port", type=int, default=port, help=f"listen port (0 picks a free one; default {port})")
+        sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
+        sp.add_argument("--mode", choices=MODES, help="routing: observe (the default), route, off")
+        sp.add_argument("--upstream", help="send provider traffic to this OpenAI-compatible base URL")
+        sp.add_argument("--config", help="turnout's TOML config file")
+        sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")
+        sp.add_argument(
+            "--replay", metavar="FILE", help="answer only from the recordings in FILE (with --record: record what is new)"
+        )
+        sp.add_argument("--set", action="append", metavar="OPTION=VALUE", help="any mitmproxy/turnout option")
+        sp.add_argument("-v", "--verbose", action="store_true", help="print mitmproxy's flow log and its per-connection lines")
+
+    sp = sub.add_parser("proxy", help="run the proxy (mitmdump, or mitmweb with --web)")
+    sp.add_argument("--host", default="127.0.0.1")
+    proxy_options(sp, port=8080)
+    sp.add_argument("--web", action="store_true", help="run mitmweb: inspect flows live in the browser")
+    sp.add_argument("--web-port", type=int, default=8081)
+    sp.add_argument("--open", action="store_true", help="with --web: open a browser")
+    sp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    sp.set_defaults(func=cmd_proxy)
+
+    sp = sub.add_parser("env", help="print the exports that point a shell at the proxy")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.set_defaults(func=cmd_env)
+
+    sp = sub.add_parser("run", help="run a command through a fresh proxy and summarise its LLM calls")
+    proxy_options(sp, port=0)
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS…")
+    sp.set_defaults(func=cmd_run)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if getattr(args, "record", None):
+        args.db = args.record  # --record FILE: the run's ledger is the recording
+    try:
+        return args.func(args)
+    except (UsageError, Failure) as e:
+        sys.stderr.write(f"turnout {args.cmd}: {e}\n")
+        return e.exit_code

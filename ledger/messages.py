@@ -1,0 +1,198 @@
+"""One walk over what a request sends and what an answer says, across every shape turnout parses.
+
+OpenAI chat (`messages`), Responses (`instructions` + `input` items), completions (`prompt`),
+embeddings (`input`) and Anthropic Messages (`system` + content blocks) all become a flat list of
+`Part`s: who said it, what kind of part it is, and its text. Token counts, attribution's template,
+the router's features, mitmweb's views and the shadow comparators read these instead of each
+walking the JSON their own way. Pure and bounded: a hostile body costs at most `MAX_DEPTH` levels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["text", "image", "audio", "file", "tool_call", "tool_result", "thinking", "reference", "other"]
+MAX_DEPTH = 8
+
+_KINDS: dict[str, Kind] = {
+    "text": "text", "input_text": "text", "output_text": "text", "refusal": "text",
+    "image_url": "image", "input_image": "image", "image": "image",
+    "input_audio": "audio", "audio": "audio",
+    "file": "file", "input_file": "file", "document": "file",
+    "tool_use": "tool_call", "server_tool_use": "tool_call", "function_call": "tool_call", "custom_tool_call": "tool_call",
+    "tool_result": "tool_result", "function_call_output": "tool_result", "custom_tool_call_output": "tool_result",
+    "web_search_tool_result": "tool_result",
+    "thinking": "thinking", "redacted_thinking": "thinking", "reasoning": "thinking",
+    "item_reference": "reference",
+}  # fmt: skip
+_TEXT_KEYS = ("text", "content", "input_text", "output_text", "refusal", "output", "arguments", "thinking")
+
+
+@dataclass(slots=True)
+class Part:
+    role: str  # who sent it: system | developer | user | assistant | tool (Anthropic's tool results come from the user)
+    kind: Kind
+    text: str = ""  # a tool call's text is its arguments as JSON; an image's is empty
+    name: str | None = None  # a tool call's tool name
+    type: str | None = None  # the provider's own part type (`input_image`, `tool_use`, `refusal`, …)
+    ref: str | None = None  # a tool call's or result's call id; an image's or file's URL / file id
+    msg: int = 0  # which message (or top-level prompt field) of the request it belongs to
+
+
+def _json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _content(role: str, content: Any, depth: int = 0) -> Iterator[Part]:
+    """The parts of one message's `content`: a string, a list of typed parts, or one part."""
+    if content is None or depth > MAX_DEPTH:
+        return
+    if isinstance(content, str):
+        yield Part(role, "text", content)
+    elif isinstance(content, list):
+        for item in content:
+            yield from _content(role, item, depth + 1)
+    elif isinstance(content, dict):
+        ptype = content.get("type")
+        kind = _KINDS.get(ptype, "other") if isinstance(ptype, str) else "other"
+        if kind in ("image", "audio", "file", "reference"):
+            url = content.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            source = content.get("source")
+            if url is None and isinstance(source, dict):
+                url = source.get("url") or source.get("media_type")
+            yield Part(role, kind, "", type=ptype, ref=_str(url or content.get("file_id") or content.get("id")))
+        elif kind == "tool_call":
+            args = content.get("input", content.get("arguments"))
+            yield Part(role, "tool_call", _json(args) if args is not None else "", _str(content.get("name")), ptype,
+                       ref=_str(content.get("id") or content.get("call_id")))  # fmt: skip
+        elif kind == "tool_result":
+            inner = content.get("content", content.get("output"))
+            text = " ".join(p.text for p in _content(role, inner, depth + 1) if p.text) if not isinstance(inner, str) else inner
+            yield Part(role, "tool_result", text, type=ptype, ref=_str(content.get("tool_use_id") or content.get("call_id")))
+        elif kind == "thinking":
+            summary = content.get("summary")
+            text = content.get("thinking") if isinstance(content.get("thinking"), str) else ""
+            if not text and isinstance(summary, list):
+                text = "\n".join(s.get("text", "") for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str))
+            yield Part(role, "thinking", text, type=ptype)
+        else:
+            for key in _TEXT_KEYS:
+                value = content.get(key)
+                if isinstance(value, str):
+                    yield Part(role, "text", value, type=ptype if isinstance(ptype, str) else None)
+                    return
+                if value is not None:
+                    yield from _content(role, value, depth + 1)
+                    return
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _role(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value else default
+
+
+def _chat_message(m: Any) -> Iterator[Part]:
+    if isinstance(m, str):
+        yield Part("user", "text", m)
+        return
+    if not isinstance(m, dict):
+        return
+    role = _role(m.get("role"), "user")
+    if role in ("tool", "function"):
+        content = m.get("content")
+        text = " ".join(p.text for p in _content("tool", content) if p.text) if isinstance(content, list) else _json(content)
+        yield Part("tool", "tool_result", text, type="tool", ref=_str(m.get("tool_call_id")))
+        return
+    yield from _content(role, m.get("content"))
+    if isinstance(m.get("refusal"), str):
+        yield Part(role, "text", m["refusal"], type="refusal")
+    if isinstance(m.get("reasoning_content"), str):  # DeepSeek and other OpenAI-compatible reasoners
+        yield Part(role, "thinking", m["reasoning_content"], type="reasoning_content")
+    for call in m.get("tool_calls") or () if isinstance(m.get("tool_calls"), list) else ():
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            yield Part(role, "tool_call", _json(fn.get("arguments", "")), _str(fn.get("name")), "function", ref=_str(call.get("id")))
+    if isinstance(m.get("function_call"), dict):
+        fn = m["function_call"]
+        yield Part(role, "tool_call", _json(fn.get("arguments", "")), _str(fn.get("name")), "function")
+
+
+def _responses_item(item: Any) -> Iterator[Part]:
+    if isinstance(item, str):
+        yield Part("user", "text", item)
+        return
+    if not isinstance(item, dict):
+        return
+    itype = item.get("type")
+    if itype in (None, "message"):
+        yield from _content(_role(item.get("role"), "user"), item.get("content"))
+        return
+    kind = _KINDS.get(itype, "other") if isinstance(itype, str) else "other"
+    if kind == "tool_call":
+        yield Part("assistant", "tool_call", _json(item.get("arguments", item.get("input", ""))), _str(item.get("name")), itype,
+                   ref=_str(item.get("call_id")))  # fmt: skip
+    elif kind == "tool_result":
+        yield Part("tool", "tool_result", _json(item.get("output", "")), type=itype, ref=_str(item.get("call_id")))
+    else:
+        yield from _content(_role(item.get("role"), "assistant"), item)
+
+
+def request_parts(body: Any) -> list[Part]:
+    """Every part a request sends, in order: system prompt first, then the conversation."""
+    if not isinstance(body, dict):
+        return []
+    groups: list[Iterator[Part] | list[Part]] = []
+    if "system" in body:  # Anthropic: a top-level string or text blocks
+        groups.append(_content("system", body["system"]))
+    if isinstance(body.get("instructions"), str):  # Responses
+        groups.append([Part("system", "text", body["instructions"], type="instructions")])
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        groups += (_chat_message(m) for m in messages)
+    else:
+        inp = body.get("input")
+        if isinstance(inp, list):
+            groups += (_responses_item(item) for item in inp)
+        elif inp is not None:
+            groups.append(_content("user", inp))
+        prompt = body.get("prompt")
+        if isinstance(prompt, str):
+            groups.append([Part("user", "text", prompt, type="prompt")])
+        elif isinstance(prompt, list):
+            groups.append([Part("user", "text", p, type="prompt") for p in prompt if isinstance(p, str)])
+    parts: list[Part] = []
+    for i, group in enumerate(groups):
+        for part in group:
+            part.msg = i
+            parts.append(part)
+    return parts
+
+
+def answer_parts(body: Any) -> list[Part]:
+    """What an answer says (its first choice): text, refusals, tool calls, thinking — any API's shape."""
+    if not isinstance(body, dict):
+        return []
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices:  # chat / completions
+        first = choices[0] if isinstance(choices[0], dict) else {}
+        if isinstance(first.get("message"), dict):
+            return list(_chat_message({**first["message"], "role": "assistant"}))
+        return [Part("assistant", "text", first["text"])] if isinstance(first.get("text"), str) else []
+    if isinstance(body.get("output"), list):  # Responses
+        return [p for item in body["output"] for p in _responses_item({"role": "assistant", **item})
+                if isinstance(item, dict)]  # fmt: skip
+    if isinstance(body.get("content"), list):  # Anthropic Messages
+        return list(_content("assistant", body["content"]))
+    return []
+
+
+def text_of(parts: list[Part], *, role: str | None = None, kinds: tuple[Kind, ...] = ("text",)) -> str:
+    """The parts' text joined by newlines, optionally only one role's and only some kinds."""
+    return "\n".join(p.text for p in parts if p.kind in kinds and (role is None or p.role == role) and p.text)

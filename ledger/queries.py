@@ -1,0 +1,11 @@
+"""SQL over the ledger's `flows` table that more than one part of turnout reads."""
+
+from __future__ import annotations
+
+# What was really spent since a time, for rebuilding budget windows: cache hits and blocked flows
+# cost nothing; failed flows count only when the provider reported usage.
+SPENT_SQL = (
+    "select started_at, cost_usd, prompt_tokens, completion_tokens, api_key_fp, team, feature, user, model "
+    "from flows where started_at >= ? and blocked_by is null and (cache is null or cache != 'hit') "
+    "and (error is null or prompt_tokens is not null) order by started_at"
+)
