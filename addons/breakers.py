@@ -13,7 +13,14 @@ from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 
-from turnout.ledger.breakers import BreakerConfig, LoopDetector, SpikeLimiter, clamp_output, parse_breakers, request_fingerprint
+from turnout.ledger.breakers import (
+    BreakerConfig,
+    LoopDetector,
+    SpikeLimiter,
+    clamp_output,
+    parse_breakers,
+    request_fingerprint,
+)
 from turnout.ledger.request_size import max_output
 from turnout.router.tokens import preload
 

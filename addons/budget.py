@@ -30,6 +30,7 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
+
 class Budget:
     def __init__(self, services: Services | None = None, clock: Callable[[], float] = time.time) -> None:
         self.services = services or Services()

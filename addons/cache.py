@@ -76,7 +76,9 @@ class Cache:
     def load(self, loader) -> None:
         loader.add_option("turnout_cache", bool, True, "Answer identical calls from the ledger's cache.")
         loader.add_option("turnout_cache_ttl", int, 0, "Seconds a cached answer stays fresh (0: forever).")
-        loader.add_option("turnout_cache_max_entries", int, 100_000, "Most cached answers kept (least recently used go first).")
+        loader.add_option(
+            "turnout_cache_max_entries", int, 100_000, "Most cached answers kept (least recently used go first)."
+        )
         loader.add_option("turnout_cache_max_bytes", int, 512 * 1024 * 1024, "Most bytes of cached answers kept.")
         loader.add_option(
             "turnout_cache_endpoints", Sequence[str], list(CACHEABLE), "Endpoints whose answers are cached."
@@ -104,7 +106,9 @@ class Cache:
             "(numbers, words and code must still match exactly).",
         )
         loader.add_option("turnout_replay", str, "", "Answer only from the recordings in this ledger file (CI replay).")
-        loader.add_option("turnout_record", bool, False, "Record every answer for replay (and never serve from the cache).")
+        loader.add_option(
+            "turnout_record", bool, False, "Record every answer for replay (and never serve from the cache)."
+        )
 
     def configure(self, updated: set[str]) -> None:
         o = ctx.options
@@ -112,14 +116,18 @@ class Cache:
             self._apply_config_table()
         if updated & {"turnout_cache_ttl", "turnout_cache_max_entries", "turnout_cache_max_bytes"}:
             try:
-                self.index = CacheIndex(CacheLimits(o.turnout_cache_ttl, o.turnout_cache_max_entries, o.turnout_cache_max_bytes))
+                self.index = CacheIndex(
+                    CacheLimits(o.turnout_cache_ttl, o.turnout_cache_max_entries, o.turnout_cache_max_bytes)
+                )
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_cache: {e}") from None
             updated = updated | {"turnout_db"}  # reload the index under the new limits
         if "turnout_cache_endpoints" in updated:
             unknown = set(o.turnout_cache_endpoints) - set(CACHEABLE)
             if unknown:
-                raise exceptions.OptionsError(f"turnout_cache_endpoints: unknown {sorted(unknown)}; known: {list(CACHEABLE)}")
+                raise exceptions.OptionsError(
+                    f"turnout_cache_endpoints: unknown {sorted(unknown)}; known: {list(CACHEABLE)}"
+                )
             self.endpoints = frozenset(o.turnout_cache_endpoints)
         self.enabled = o.turnout_cache
         self.scope = o.turnout_cache_scope
@@ -140,7 +148,9 @@ class Cache:
             raise exceptions.OptionsError(f"turnout_config: {e}") from None
         unknown = set(table) - set(CONFIG_KEYS)
         if unknown:
-            raise exceptions.OptionsError(f"turnout_config [cache]: unknown key(s) {sorted(unknown)}; expected some of {list(CONFIG_KEYS)}")
+            raise exceptions.OptionsError(
+                f"turnout_config [cache]: unknown key(s) {sorted(unknown)}; expected some of {list(CONFIG_KEYS)}"
+            )
         changes = {}
         for key, value in table.items():
             name = f"turnout_cache_{key}" if key != "enabled" else "turnout_cache"
@@ -256,7 +266,9 @@ class Cache:
         recorded = json.loads(entry["response_body"])
         provider, endpoint = llm.provider, llm.endpoint or "chat"
         if llm.stream and endpoint != "embeddings":
-            content = provider.replay_stream(endpoint, recorded, include_usage=provider.asked_for_stream_usage(llm.body))
+            content = provider.replay_stream(
+                endpoint, recorded, include_usage=provider.asked_for_stream_usage(llm.body)
+            )
             ctype = "text/event-stream; charset=utf-8"
         else:
             content = json.dumps(recorded, ensure_ascii=False).encode()
@@ -291,7 +303,9 @@ class Cache:
         else:
             diff = first_difference(nearest, canonical)
             field, was, now = diff if diff else ("?", None, None)
-            detail = f"first difference from the nearest recording at `{field}`: recorded {_short(was)}, got {_short(now)}"
+            detail = (
+                f"first difference from the nearest recording at `{field}`: recorded {_short(was)}, got {_short(now)}"
+            )
         message = f"turnout replay: no recording for {where}; {detail}"
         flow.response = state.json_response(
             400, llm.provider.error_body(status=400, message=message, type="turnout_replay_miss", code="replay_miss")
@@ -335,18 +349,18 @@ class Cache:
         if writer is None:
             return
         entry = {
-                "key": key,
-                "scope": scope,
-                "endpoint": llm.endpoint,
-                "model": llm.model,
-                "canonical": canonical_text or canonical_json(canonical),
-                "response_body": text,
-                "status_code": status,
-                "cost_usd": row.get("cost_usd"),
-                "flow_id": flow.id,
-                "created_at": iso_utc(now),
-                "hits": 0,
-                "size": len(text),
+            "key": key,
+            "scope": scope,
+            "endpoint": llm.endpoint,
+            "model": llm.model,
+            "canonical": canonical_text or canonical_json(canonical),
+            "response_body": text,
+            "status_code": status,
+            "cost_usd": row.get("cost_usd"),
+            "flow_id": flow.id,
+            "created_at": iso_utc(now),
+            "hits": 0,
+            "size": len(text),
         }
         writer.submit("cache_entries", entry)
         self.hot.put(key, _hot(entry))

@@ -54,7 +54,8 @@ def _tool_signature(tool: Any) -> str:
     props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
     required = set(params.get("required") or ())
     args = ", ".join(
-        f"{k}{'' if k in required else '?'}: {v.get('type', 'any') if isinstance(v, dict) else 'any'}" for k, v in props.items()
+        f"{k}{'' if k in required else '?'}: {v.get('type', 'any') if isinstance(v, dict) else 'any'}"
+        for k, v in props.items()
     )
     desc = fn.get("description")
     return f"{name}({args})" + (f" — {_clip(str(desc), 120)}" if desc else "")
@@ -133,7 +134,9 @@ def render_answer(body: Any) -> str:
         lines.append(_section("assistant"))
         lines += [_part_line(p) for p in parts]
     choices = body.get("choices") if isinstance(body.get("choices"), list) else []
-    finish = (choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None) or body.get("stop_reason")
+    finish = (choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None) or body.get(
+        "stop_reason"
+    )
     if finish:
         lines.append(f"(finish: {finish})")
     if len(choices) > 1:

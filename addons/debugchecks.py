@@ -35,8 +35,7 @@ class DebugChecks:
             "turnout_debug_checks",
             bool,
             False,
-            "Keep mitmproxy's debug-only type check of every request and response field "
-            "(what `python -O` removes).",
+            "Keep mitmproxy's debug-only type check of every request and response field (what `python -O` removes).",
         )
 
     def configure(self, updated: set[str]) -> None:

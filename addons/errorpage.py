@@ -35,7 +35,9 @@ def error_kind(message: str) -> tuple[str, str, bool]:
 def error_json(status: int, message: str) -> bytes:
     type_, code, _ = error_kind(message)
     text = f"turnout: the provider could not be reached or did not answer ({message})"
-    return json.dumps({"type": "error", "error": {"message": text, "type": type_, "param": None, "code": code}}).encode()
+    return json.dumps(
+        {"type": "error", "error": {"message": text, "type": type_, "param": None, "code": code}}
+    ).encode()
 
 
 def error_response(status: int, message: str = "") -> bytes:
@@ -61,7 +63,10 @@ class ErrorPage:
     def load(self, loader: Any) -> None:
         from mitmproxy.proxy.layers.http import _http1, _http2
 
-        for module, name, replacement in ((_http1, "make_error_response", error_response), (_http2, "format_error", error_json)):
+        for module, name, replacement in (
+            (_http1, "make_error_response", error_response),
+            (_http2, "format_error", error_json),
+        ):
             original = getattr(module, name)
             if getattr(original, "turnout", False):
                 continue

@@ -29,7 +29,9 @@ def answer_internal_error(flow: http.HTTPFlow, where: str, exc: BaseException) -
     message = f"turnout: internal error in {where} ({type(exc).__name__}: {exc})"[:500]
     body = {"error": {"message": message, "type": "turnout_internal_error", "param": None, "code": "internal_error"}}
     if llm is not None:
-        body = llm.provider.error_body(status=500, message=message, type="turnout_internal_error", code="internal_error")
+        body = llm.provider.error_body(
+            status=500, message=message, type="turnout_internal_error", code="internal_error"
+        )
         llm.served_locally = True
         llm.columns["blocked_by"] = "internal_error"
     flow.response = state.json_response(500, body, {"x-should-retry": "false"})

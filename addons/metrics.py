@@ -60,10 +60,16 @@ class MetricSet:
         self._children: dict[tuple[str, str, str], _Children] = {}
         from prometheus_client import Gauge
 
-        self.ledger_up = Gauge("turnout_ledger_up", "1 while ledger writes succeed, 0 from the first failure", registry=r)
-        self.ledger_rows = Gauge("turnout_ledger_backlog_rows", "Rows queued for the ledger, not yet written", registry=r)
+        self.ledger_up = Gauge(
+            "turnout_ledger_up", "1 while ledger writes succeed, 0 from the first failure", registry=r
+        )
+        self.ledger_rows = Gauge(
+            "turnout_ledger_backlog_rows", "Rows queued for the ledger, not yet written", registry=r
+        )
         self.ledger_bytes = Gauge("turnout_ledger_backlog_bytes", "Bytes of rows queued for the ledger", registry=r)
-        self.ledger_rejected = Gauge("turnout_ledger_rejected_rows", "Rows SQLite refused, kept as events rows", registry=r)
+        self.ledger_rejected = Gauge(
+            "turnout_ledger_rejected_rows", "Rows SQLite refused, kept as events rows", registry=r
+        )
 
     def watch_writer(self, writer: Any) -> None:
         """Read the writer's health at every scrape (prometheus-client calls these on its own thread)."""

@@ -14,8 +14,17 @@ from mitmproxy import ctx, http
 
 from turnout.ledger.flowstate import LLMFlow, Recording
 
-__all__ = ["KEY", "LLMFlow", "Recording", "get", "json_response", "lowercase_headers", "run_pending",
-           "set_headers", "shutting_down"]
+__all__ = [
+    "KEY",
+    "LLMFlow",
+    "Recording",
+    "get",
+    "json_response",
+    "lowercase_headers",
+    "run_pending",
+    "set_headers",
+    "shutting_down",
+]
 
 KEY = "turnout"
 

@@ -119,11 +119,15 @@ class UpstreamTimeouts:
         if flow.response is not None or flow.error or not flow.live:
             return
         llm = state.get(flow)
-        message = f"turnout: the provider sent no response headers within {self.first_byte:g}s (turnout_upstream_timeout)"
+        message = (
+            f"turnout: the provider sent no response headers within {self.first_byte:g}s (turnout_upstream_timeout)"
+        )
         log.warning("%s: %s", message, llm.path if llm else flow.id)
         handler, server = self._handler(flow), flow.server_conn
         if handler is not None and server in handler.transports and server.alpn != b"h2" and llm is not None:
-            body = llm.provider.error_body(status=504, message=message, type="turnout_upstream_timeout", code="upstream_timeout")
+            body = llm.provider.error_body(
+                status=504, message=message, type="turnout_upstream_timeout", code="upstream_timeout"
+            )
             data = synthetic_response(504, body, {"x-should-retry": "false", "x-turnout-timeout": "upstream"})
             task = asyncio.ensure_future(handler.server_event(events.DataReceived(server, data)))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -140,7 +144,9 @@ class UpstreamTimeouts:
         if quiet < self.idle:
             asyncio.get_running_loop().call_later(self.idle - quiet, self._check_idle, flow, watch)
             return
-        llm.recording.timeout_reason = f"turnout: the stream was silent for {self.idle:g}s (turnout_stream_idle_timeout)"
+        llm.recording.timeout_reason = (
+            f"turnout: the stream was silent for {self.idle:g}s (turnout_stream_idle_timeout)"
+        )
         log.warning("%s: %s", llm.recording.timeout_reason, llm.path)
         handler, server = self._handler(flow), flow.server_conn
         io = handler.transports.get(server) if handler is not None else None

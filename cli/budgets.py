@@ -70,10 +70,14 @@ def cmd_budgets(args: argparse.Namespace) -> int:
 
     console = Console()
     if not statuses:
-        console.print("No budgets configured (add [[budgets]] tables to the config file given with --config).", markup=False)
+        console.print(
+            "No budgets configured (add [[budgets]] tables to the config file given with --config).", markup=False
+        )
         return 0
     colour = {"ok": "green", "alert": "yellow", "throttled": "dark_orange", "blocked": "red"}
-    table = Table(title="turnout budgets", caption=f"{args.db} · {iso_utc(time.time())}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title="turnout budgets", caption=f"{args.db} · {iso_utc(time.time())}", box=box.SIMPLE_HEAD, pad_edge=False
+    )
     table.add_column("budget", overflow="fold", min_width=10)
     table.add_column("window")
     for col in ("spent", "limit", "reserved"):
@@ -93,7 +97,9 @@ def cmd_budgets(args: argparse.Namespace) -> int:
             f"[{colour.get(s.state, 'white')}]{s.state}[/]\n[dim]{used}[/]",
         )
     console.print(table)
-    console.print("[dim]reserved: held by in-flight requests of a running proxy; always 0 here (read from the ledger).[/]")
+    console.print(
+        "[dim]reserved: held by in-flight requests of a running proxy; always 0 here (read from the ledger).[/]"
+    )
     return 0
 
 

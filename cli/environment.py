@@ -67,7 +67,9 @@ def create_ca(confdir: Path, basename: str = "mitmproxy") -> None:
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, basename), x509.NameAttribute(NameOID.ORGANIZATION_NAME, basename)])
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, basename), x509.NameAttribute(NameOID.ORGANIZATION_NAME, basename)]
+    )
     usage = dict.fromkeys(
         ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
          "encipher_only", "decipher_only"), False,
@@ -86,7 +88,9 @@ def create_ca(confdir: Path, basename: str = "mitmproxy") -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     pem_cert = ca.public_bytes(serialization.Encoding.PEM)
 
     def p12(with_key: bool) -> bytes:

@@ -28,10 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="turnout's TOML config file")
         sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")
         sp.add_argument(
-            "--replay", metavar="FILE", help="answer only from the recordings in FILE (with --record: record what is new)"
+            "--replay",
+            metavar="FILE",
+            help="answer only from the recordings in FILE (with --record: record what is new)",
         )
         sp.add_argument("--set", action="append", metavar="OPTION=VALUE", help="any mitmproxy/turnout option")
-        sp.add_argument("-v", "--verbose", action="store_true", help="print mitmproxy's flow log and its per-connection lines")
+        sp.add_argument(
+            "-v", "--verbose", action="store_true", help="print mitmproxy's flow log and its per-connection lines"
+        )
 
     sp = sub.add_parser("proxy", help="run the proxy (mitmdump, or mitmweb with --web)")
     sp.add_argument("--host", default="127.0.0.1")

@@ -52,7 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         table.add_row(source, f"{value:.3f}", f"{report.apgr_train.get(source, float('nan')):.3f}")
     console = Console()
     console.print(table)
-    console.print(f"{report.n_train} training / {report.n_val} validation rows, {report.n_weights} weights → {report.artifact}")
+    console.print(
+        f"{report.n_train} training / {report.n_val} validation rows, {report.n_weights} weights → {report.artifact}"
+    )
     return 0
 
 
@@ -73,20 +75,37 @@ def cmd_savings(args: argparse.Namespace) -> int:
     share = (t["saving_usd"] / t["all_cost_usd"] * 100) if t["all_cost_usd"] else 0.0
     title = f"Routing savings (observed) since {args.since or 'the beginning'}: {t['calls']} of {t['all_calls']} calls would route, saving ${t['saving_usd']:.4f} ({share:.1f}% of ${t['all_cost_usd']:.4f})"
     table = Table(title=title, title_justify="left")
-    for name, justify in [("requested → cheaper", "left"), ("task", "left"), ("calls", "right"), ("mean score", "right"),
-                          ("paid", "right"), ("projected", "right"), ("saving", "right")]:
+    for name, justify in [
+        ("requested → cheaper", "left"),
+        ("task", "left"),
+        ("calls", "right"),
+        ("mean score", "right"),
+        ("paid", "right"),
+        ("projected", "right"),
+        ("saving", "right"),
+    ]:
         table.add_column(name, justify=justify)
     money = lambda v: "n/a" if v is None else f"${v:.4f}"  # noqa: E731
     for r in data["groups"]:
-        table.add_row(f"{r['requested_model']} → {r['would_route_to']}", r["task"], str(r["calls"]),
-                      "" if r["mean_score"] is None else f"{r['mean_score']:.2f}", money(r["cost_usd"]),
-                      money(r["projected_cost_usd"]), money(r["saving_usd"]))
+        table.add_row(
+            f"{r['requested_model']} → {r['would_route_to']}",
+            r["task"],
+            str(r["calls"]),
+            "" if r["mean_score"] is None else f"{r['mean_score']:.2f}",
+            money(r["cost_usd"]),
+            money(r["projected_cost_usd"]),
+            money(r["saving_usd"]),
+        )
     table.add_section()
-    table.add_row("total", "", str(t["calls"]), "", money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"]))
+    table.add_row(
+        "total", "", str(t["calls"]), "", money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"])
+    )
     console = Console()
     console.print(table)
     if t["cache_hits"]:
-        console.print(f"{t['cache_hits']} more call(s) the router would route were cache hits: free on any model, not counted")
+        console.print(
+            f"{t['cache_hits']} more call(s) the router would route were cache hits: free on any model, not counted"
+        )
     if t["routed_calls"]:
         console.print(f"routed for real: {t['routed_calls']} calls, realised saving ${t['realised_saving_usd']:.4f}")
     return 0
@@ -102,7 +121,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=cmd_classify)
 
     sp = sub.add_parser("train", help="retrain the difficulty model and print validation APGR")
-    sp.add_argument("--data", nargs="+", required=True, metavar="FILE", help="JSON lines with messages, strong_correct, weak_correct")
+    sp.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="JSON lines with messages, strong_correct, weak_correct",
+    )
     sp.add_argument("--out", required=True, help="where to write the model (JSON)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_train)

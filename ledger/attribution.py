@@ -42,7 +42,10 @@ _VARIABLE_PARTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), "<date>"),
     (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"), "<time>"),
     # quoted values: "…", '…', “…”, `…` (short, single-line)
-    (re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|‘[^’\n]{0,200}’|`[^`\n]{0,200}`|(?<!\w)'[^'\n]{0,200}'(?!\w)"), "<q>"),
+    (
+        re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|‘[^’\n]{0,200}’|`[^`\n]{0,200}`|(?<!\w)'[^'\n]{0,200}'(?!\w)"),
+        "<q>",
+    ),
     # ids: hex runs, and tokens mixing letters and digits (order ids, api keys, base64)
     (re.compile(r"(?<![\w-])(?:0x[0-9a-f]+|(?=[0-9]*[a-f])[0-9a-f]{8,})(?![\w-])", re.I), "<id>"),
     (re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{6,}(?![\w-])", re.I), "<id>"),
@@ -125,7 +128,12 @@ def identity_from_body(body: Any) -> BodyIdentity:
     if not isinstance(body, dict):
         return BodyIdentity(None, None, None, None)
     meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-    user = _str(body.get("safety_identifier")) or _str(body.get("user")) or _str(meta.get("user")) or _str(meta.get("user_id"))
+    user = (
+        _str(body.get("safety_identifier"))
+        or _str(body.get("user"))
+        or _str(meta.get("user"))
+        or _str(meta.get("user_id"))
+    )
     return BodyIdentity(user, _str(meta.get("feature")), _str(meta.get("team")), _str(meta.get("project")))
 
 
@@ -248,7 +256,10 @@ def attribute(
     if feature is None and config.auto_feature and template is not None:
         feature = template.name
     team, team_source = team_of(
-        header("x-turnout-team"), rule.team if rule else None, config.team_for_key(api_key_fp), ident.team,
+        header("x-turnout-team"),
+        rule.team if rule else None,
+        config.team_for_key(api_key_fp),
+        ident.team,
         config.trust_headers,
     )
     return {

@@ -195,7 +195,15 @@ class BreakerConfig(NamedTuple):
         return self.output_cap
 
 
-_BREAKER_KEYS = {"loop_threshold", "loop_window", "output_cap", "output_cap_features", "cap_when_unset", "default_max_output", "spike"}
+_BREAKER_KEYS = {
+    "loop_threshold",
+    "loop_window",
+    "output_cap",
+    "output_cap_features",
+    "cap_when_unset",
+    "default_max_output",
+    "spike",
+}
 
 
 def parse_breakers(table: dict[str, Any]) -> BreakerConfig:

@@ -16,7 +16,6 @@ SCOPES = ("global", "key", "team", "feature", "user", "model")
 LIMITS = ("usd", "tokens", "requests")
 
 
-
 @dataclass(frozen=True)
 class BudgetSpec:
     name: str
@@ -73,7 +72,18 @@ def _fraction(spec: dict[str, Any], key: str, where: str) -> float | None:
     return v
 
 
-_SPEC_KEYS = {"name", "scope", "match", "window", "rolling", *LIMITS, "alert_at", "throttle_at", "throttle_rpm", "block"}
+_SPEC_KEYS = {
+    "name",
+    "scope",
+    "match",
+    "window",
+    "rolling",
+    *LIMITS,
+    "alert_at",
+    "throttle_at",
+    "throttle_rpm",
+    "block",
+}
 
 
 def parse_budgets(entries: Any) -> list[BudgetSpec]:
@@ -106,7 +116,9 @@ def parse_budgets(entries: Any) -> list[BudgetSpec]:
                 raise ValueError(f"{where}: rolling must be longer than 0s")
             window = None
         elif window not in WINDOWS:
-            raise ValueError(f"{where}: window must be one of {', '.join(WINDOWS)} (or use rolling = \"24h\"), got {window!r}")
+            raise ValueError(
+                f'{where}: window must be one of {", ".join(WINDOWS)} (or use rolling = "24h"), got {window!r}'
+            )
         usd = parse_number(spec, "usd", where)
         tokens = parse_number(spec, "tokens", where, integer=True)
         requests = parse_number(spec, "requests", where, integer=True)

@@ -22,7 +22,6 @@ from .windows import window_end, window_start
 ROLLING_BUCKETS = 120
 
 
-
 class Amount(NamedTuple):
     usd: float = 0.0
     tokens: int = 0
@@ -32,7 +31,9 @@ class Amount(NamedTuple):
         return Amount(self.usd + other.usd, self.tokens + other.tokens, self.requests + other.requests)
 
     def __sub__(self, other: "Amount") -> "Amount":
-        return Amount(max(0.0, self.usd - other.usd), max(0, self.tokens - other.tokens), max(0, self.requests - other.requests))
+        return Amount(
+            max(0.0, self.usd - other.usd), max(0, self.tokens - other.tokens), max(0, self.requests - other.requests)
+        )
 
     def get(self, limit: str) -> float:
         return float(getattr(self, limit))
@@ -166,7 +167,9 @@ class BudgetStatus:
 def _state(spec: BudgetSpec, u: float, throttled: bool = False) -> str:
     if spec.block and spec.limits() and u >= 1.0:
         return "blocked"
-    if throttled or (spec.throttle_rpm is not None and spec.throttle_at is not None and u >= spec.throttle_at and spec.limits()):
+    if throttled or (
+        spec.throttle_rpm is not None and spec.throttle_at is not None and u >= spec.throttle_at and spec.limits()
+    ):
         return "throttled"
     if spec.alert_at is not None and u >= spec.alert_at:
         return "alert"
@@ -251,11 +254,11 @@ class BudgetBook:
 
     def needs_estimate(self, props: dict[str, str | None]) -> bool:
         """Whether any budget this request falls under limits USD or tokens (worth counting its tokens)."""
-        return any(
-            (s.usd is not None or s.tokens is not None) and s.applies(props) is not None for s in self.specs
-        )
+        return any((s.usd is not None or s.tokens is not None) and s.applies(props) is not None for s in self.specs)
 
-    def reserve(self, props: dict[str, str | None], usd: float, tokens: int, now: float | None = None) -> BudgetReservation:
+    def reserve(
+        self, props: dict[str, str | None], usd: float, tokens: int, now: float | None = None
+    ) -> BudgetReservation:
         """Admit the request and hold its worst case (usd, tokens, 1 request) — or say which budget refuses it."""
         now = time.time() if now is None else now
         amount = Amount(max(0.0, usd), max(0, int(tokens)), 1)
@@ -290,7 +293,9 @@ class BudgetBook:
             res.counters.append(c)
         return res
 
-    def settle(self, res: BudgetReservation, actual_usd: float | None, actual_tokens: int | None, now: float | None = None) -> None:
+    def settle(
+        self, res: BudgetReservation, actual_usd: float | None, actual_tokens: int | None, now: float | None = None
+    ) -> None:
         """Replace the reservation by what the request really cost (None: unknown, counts 0)."""
         if res.done:
             return
@@ -323,7 +328,9 @@ class BudgetBook:
         ]
 
     def earliest_start(self, now: float) -> float:
-        starts = [now - s.rolling if s.rolling is not None else window_start(s.window or "day", now) for s in self.specs]
+        starts = [
+            now - s.rolling if s.rolling is not None else window_start(s.window or "day", now) for s in self.specs
+        ]
         return min(starts, default=now)
 
     def rebuild_from_ledger(self, db: Any, now: float | None = None) -> int:

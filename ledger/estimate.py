@@ -17,6 +17,7 @@ from typing import Any
 from .messages import answer_parts, text_of
 from .pricing import Usage
 
+
 def output_text(body: Any) -> str:
     """The generated text in a (partial) answer — text, refusals, tool-call arguments, thinking — joined."""
     return text_of(answer_parts(body), kinds=("text", "tool_call", "thinking"))

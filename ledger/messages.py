@@ -71,13 +71,21 @@ def _content(role: str, content: Any, depth: int = 0) -> Iterator[Part]:
                        ref=_str(content.get("id") or content.get("call_id")))  # fmt: skip
         elif kind == "tool_result":
             inner = content.get("content", content.get("output"))
-            text = " ".join(p.text for p in _content(role, inner, depth + 1) if p.text) if not isinstance(inner, str) else inner
-            yield Part(role, "tool_result", text, type=ptype, ref=_str(content.get("tool_use_id") or content.get("call_id")))
+            text = (
+                " ".join(p.text for p in _content(role, inner, depth + 1) if p.text)
+                if not isinstance(inner, str)
+                else inner
+            )
+            yield Part(
+                role, "tool_result", text, type=ptype, ref=_str(content.get("tool_use_id") or content.get("call_id"))
+            )
         elif kind == "thinking":
             summary = content.get("summary")
             text = content.get("thinking") if isinstance(content.get("thinking"), str) else ""
             if not text and isinstance(summary, list):
-                text = "\n".join(s.get("text", "") for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str))
+                text = "\n".join(
+                    s.get("text", "") for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str)
+                )
             yield Part(role, "thinking", text, type=ptype)
         else:
             for key in _TEXT_KEYS:
@@ -107,7 +115,11 @@ def _chat_message(m: Any) -> Iterator[Part]:
     role = _role(m.get("role"), "user")
     if role in ("tool", "function"):
         content = m.get("content")
-        text = " ".join(p.text for p in _content("tool", content) if p.text) if isinstance(content, list) else _json(content)
+        text = (
+            " ".join(p.text for p in _content("tool", content) if p.text)
+            if isinstance(content, list)
+            else _json(content)
+        )
         yield Part("tool", "tool_result", text, type="tool", ref=_str(m.get("tool_call_id")))
         return
     yield from _content(role, m.get("content"))
@@ -118,7 +130,14 @@ def _chat_message(m: Any) -> Iterator[Part]:
     for call in m.get("tool_calls") or () if isinstance(m.get("tool_calls"), list) else ():
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict):
-            yield Part(role, "tool_call", _json(fn.get("arguments", "")), _str(fn.get("name")), "function", ref=_str(call.get("id")))
+            yield Part(
+                role,
+                "tool_call",
+                _json(fn.get("arguments", "")),
+                _str(fn.get("name")),
+                "function",
+                ref=_str(call.get("id")),
+            )
     if isinstance(m.get("function_call"), dict):
         fn = m["function_call"]
         yield Part(role, "tool_call", _json(fn.get("arguments", "")), _str(fn.get("name")), "function")

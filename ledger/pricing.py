@@ -27,7 +27,9 @@ class Usage(NamedTuple):
     cache_write_tokens: int = 0  # part of prompt_tokens written to the prompt cache (Anthropic bills these higher)
 
 
-TIER_MARGIN = 1.25  # how far a model's own tokenizer may count above turnout's estimate (Claude), for choosing a price tier
+TIER_MARGIN = (
+    1.25  # how far a model's own tokenizer may count above turnout's estimate (Claude), for choosing a price tier
+)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ TTFT_PERCENTILES = (50, 95)
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2000, 5000, 10000, 30000)
 
 
-
 def parse_since(value: str | None, *, now: float | None = None) -> str | None:
     """`7d`, `24h`, `30m`, `2w` or a date/time `2026-11-01[T12:00]` (UTC) to the ledger's timestamp format.
 

@@ -48,7 +48,9 @@ def svg_stacked_bars(
     n = max(len(days), 1)
     slot = plot_w / n
     col_w = max(1.0, slot * 0.75)
-    out = [f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">']
+    out = [
+        f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">'
+    ]
     for k in range(5):  # gridlines and y labels
         v = peak * k / 4
         y = top + plot_h - plot_h * k / 4
@@ -69,7 +71,9 @@ def svg_stacked_bars(
             )
         step = max(1, n // 8)
         if i % step == 0 or i == n - 1:
-            out.append(f'<text x="{x + col_w / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle">{escape(day[5:])}</text>')
+            out.append(
+                f'<text x="{x + col_w / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle">{escape(day[5:])}</text>'
+            )
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#8a93a1"/>')
     out.append("</svg>")
     legend = "".join(
@@ -86,7 +90,9 @@ def svg_columns(labels: list[str], values: list[float], *, chart_id: str, fmt=st
     peak = max(values, default=0) or 1
     n = max(len(labels), 1)
     slot = plot_w / n
-    out = [f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">']
+    out = [
+        f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">'
+    ]
     for i, (label, v) in enumerate(zip(labels, values)):
         h = plot_h * v / peak
         x = left + i * slot + slot * 0.1
@@ -96,7 +102,9 @@ def svg_columns(labels: list[str], values: list[float], *, chart_id: str, fmt=st
             f"<title>{escape(label)}: {escape(fmt(v))}</title></rect>"
         )
         out.append(f'<text x="{x + slot * 0.4:.1f}" y="{y - 4:.1f}" text-anchor="middle">{escape(fmt(v))}</text>')
-        out.append(f'<text x="{x + slot * 0.4:.1f}" y="{height - bottom + 16}" text-anchor="middle">{escape(label)}</text>')
+        out.append(
+            f'<text x="{x + slot * 0.4:.1f}" y="{height - bottom + 16}" text-anchor="middle">{escape(label)}</text>'
+        )
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#8a93a1"/>')
     out.append("</svg>")
     return "".join(out)
@@ -111,7 +119,9 @@ def svg_savings(groups: list[rpt.GroupStats], *, chart_id: str, width: int = 114
     height = max(1, len(rows)) * (3 * bar_h + gap) + 10
     peak = max((getattr(g, f) for g in rows for _, f, _ in series), default=0) or 1.0
     plot_w = width - label_w - right
-    out = [f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">']
+    out = [
+        f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">'
+    ]
     y = 5
     for g in rows:
         out.append(f'<text x="{label_w - 8}" y="{y + 1.5 * bar_h + 4}" text-anchor="end">{escape(g.group[:28])}</text>')
@@ -166,7 +176,11 @@ def render_html(r: rpt.Report, *, ledger: str = "") -> str:
         (rpt.fmt_usd(t.routed_saving_usd), f"saved by routing ({t.routed:,} routed)"),
         (rpt.fmt_usd(t.projected_saving_usd), "routing would save"),
     ]
-    parts.append('<div class="cards" id="totals">' + "".join(f"<div class=card><b>{e(v)}</b><span>{e(k)}</span></div>" for v, k in cards) + "</div>")
+    parts.append(
+        '<div class="cards" id="totals">'
+        + "".join(f"<div class=card><b>{e(v)}</b><span>{e(k)}</span></div>" for v, k in cards)
+        + "</div>"
+    )
     parts.append(f'<p class="meta">{e(rpt.headline(r))}</p>')
 
     days = sorted({d for d, _, _ in r.daily_cost})
@@ -181,13 +195,23 @@ def render_html(r: rpt.Report, *, ledger: str = "") -> str:
         models = {**{m: models[m] for m in keep}, "other": other}
     hist = r.latency_histogram
     parts.append('<h2>Charts</h2><div class="charts">')
-    parts.append('<div class="chart"><h3>Cost per day per model</h3>' + svg_stacked_bars(days, models, chart_id="chart-daily-cost") + "</div>")
+    parts.append(
+        '<div class="chart"><h3>Cost per day per model</h3>'
+        + svg_stacked_bars(days, models, chart_id="chart-daily-cost")
+        + "</div>"
+    )
     parts.append(
         '<div class="chart"><h3>Latency distribution (calls)</h3>'
         + svg_columns([b for b, _ in hist], [n for _, n in hist], chart_id="chart-latency", fmt=lambda v: f"{int(v):,}")
         + "</div></div>"
     )
-    parts.append('<div class="chart"><h3>Cache and routing savings by ' + e(r.by) + "</h3>" + svg_savings(r.groups, chart_id="chart-savings") + "</div>")
+    parts.append(
+        '<div class="chart"><h3>Cache and routing savings by '
+        + e(r.by)
+        + "</h3>"
+        + svg_savings(r.groups, chart_id="chart-savings")
+        + "</div>"
+    )
 
     everyone = [*r.groups, r.total]
     share = lambda g: f'<span class="share" style="width:{g.cost_share * 80:.0f}px"></span>{g.cost_share * 100:.1f}%'  # noqa: E731
@@ -196,13 +220,23 @@ def render_html(r: rpt.Report, *, ledger: str = "") -> str:
              e(rpt.fmt_int(g.cached_prompt_tokens)), e(rpt.fmt_int(g.completion_tokens)), e(rpt.fmt_usd(g.cost_usd)), share(g)])
         for g in everyone
     ]  # fmt: skip
-    parts.append("<h2>Spend</h2>" + _table("spend", r.by, ["calls", "errors", "prompt tok", "cached tok", "completion tok", "cost", "share of cost"], spend_rows))
+    parts.append(
+        "<h2>Spend</h2>"
+        + _table(
+            "spend",
+            r.by,
+            ["calls", "errors", "prompt tok", "cached tok", "completion tok", "cost", "share of cost"],
+            spend_rows,
+        )
+    )
     lat_rows = [
         (g, [e(rpt.fmt_ms(v)) for v in (g.latency_p50_ms, g.latency_p95_ms, g.latency_p99_ms)]
             + [e(rpt.fmt_int(g.streams)), e(rpt.fmt_ms(g.ttft_p50_ms)), e(rpt.fmt_ms(g.ttft_p95_ms))])
         for g in everyone
     ]  # fmt: skip
-    parts.append("<h2>Latency</h2>" + _table("latency", r.by, ["p50", "p95", "p99", "streams", "ttft p50", "ttft p95"], lat_rows))
+    parts.append(
+        "<h2>Latency</h2>" + _table("latency", r.by, ["p50", "p95", "p99", "streams", "ttft p50", "ttft p95"], lat_rows)
+    )
     sav_rows = [
         (g, [e(rpt.fmt_int(g.cache_hits)), e(rpt.fmt_pct(g.cache_hit_rate)), e(rpt.fmt_usd(g.cache_saved_usd)),
              e(rpt.fmt_int(g.routed)), e(rpt.fmt_usd(g.routed_saving_usd)), e(rpt.fmt_usd(g.projected_saving_usd)),
@@ -211,7 +245,12 @@ def render_html(r: rpt.Report, *, ledger: str = "") -> str:
     ]  # fmt: skip
     parts.append(
         "<h2>Cache and routing</h2>"
-        + _table("savings", r.by, ["cache hits", "hit rate", "cache saved", "routed", "routing saved", "would save (observe)", "blocked"], sav_rows)
+        + _table(
+            "savings",
+            r.by,
+            ["cache hits", "hit rate", "cache saved", "routed", "routing saved", "would save (observe)", "blocked"],
+            sav_rows,
+        )
     )
     parts.append(
         "<footer>Percentiles are nearest-rank over every call in the period; TTFT over streamed calls only. "

@@ -38,7 +38,8 @@ def savings(db_path: str, since: str) -> dict[str, Any]:
     routed = db.execute(ROUTED_SQL, [start]).fetchone()
     hits = db.execute(
         "select count(*) from flows where decision = 'route' and routed is null and started_at >= ? "
-        "and cache in ('hit', 'replay')", [start],
+        "and cache in ('hit', 'replay')",
+        [start],
     ).fetchone()[0]
     db.conn.close()
     totals = {

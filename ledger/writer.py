@@ -193,12 +193,19 @@ class LedgerWriter:
                     f.write(quarantine_data({"table": table, "row": row}) + "\n")
             log.error(
                 "turnout ledger: %d row(s) could not be written to %s (%s); saved to %s",
-                len(items), self.path, self.last_error, spill,
+                len(items),
+                self.path,
+                self.last_error,
+                spill,
             )
         except OSError as e:
             log.error(
                 "turnout ledger: %d row(s) could not be written to %s (%s), nor saved to %s (%s): lost",
-                len(items), self.path, self.last_error, spill, e,
+                len(items),
+                self.path,
+                self.last_error,
+                spill,
+                e,
             )
         _notify(items)
 
@@ -330,7 +337,12 @@ class LedgerWriter:
         events = []
         for (table, row, _, _), e in rejected:
             error = f"{type(e).__name__}: {e}"[:500]
-            log.error("turnout ledger: %s row %s could not be written (%s); kept as an events row", table, row.get("id"), error)
+            log.error(
+                "turnout ledger: %s row %s could not be written (%s); kept as an events row",
+                table,
+                row.get("id"),
+                error,
+            )
             events.append(
                 {"at": iso_utc(time.time()), "kind": "ledger_row_rejected", "flow_id": str(row.get("id") or "")[:100] or None,
                  "message": f"{table} row could not be written: {error}", "data": quarantine_data({"table": table, "row": row})}

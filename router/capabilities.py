@@ -51,11 +51,22 @@ DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
     "gpt-4.1-nano": _CHAT | {"prediction"},
     # reasoning models: reasoning_effort yes; no logprobs, no predicted outputs
     "o4-mini": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort"}),
-    "gpt-5-mini": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
-    "gpt-5-nano": frozenset({"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}),
+    "gpt-5-mini": frozenset(
+        {"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}
+    ),
+    "gpt-5-nano": frozenset(
+        {"images", "files", "tools", "json_schema", "json_object", "reasoning_effort", "verbosity"}
+    ),
     # Anthropic Messages API: images and PDF documents, client tools, extended thinking
     **dict.fromkeys(
-        ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5"),
+        (
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-sonnet-4-6",
+            "claude-sonnet-5",
+            "claude-sonnet-5-5",
+            "claude-haiku-5-5",
+        ),
         frozenset({"images", "files", "tools", "thinking"}),
     ),
 }
@@ -95,7 +106,9 @@ DEFAULT_MAX_OUTPUT: dict[str, int] = {
 }
 
 
-def _per_model_table(raw: Any, defaults: Mapping[str, V], key: str, shape: str, value: Callable[[str, Any], V]) -> dict[str, V]:
+def _per_model_table(
+    raw: Any, defaults: Mapping[str, V], key: str, shape: str, value: Callable[[str, Any], V]
+) -> dict[str, V]:
     """`[router.<key>]`: the defaults, with each configured model (by its base name) added or replaced.
     `value(where, v)` checks one entry and returns what to keep, raising ValueError naming `where`."""
     table = dict(defaults)

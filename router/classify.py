@@ -38,7 +38,9 @@ def classify_record(record: Any, policy: RoutingPolicy, *, provider: str = "open
     return out
 
 
-def classify_records(lines: Iterable[str], policy: RoutingPolicy, *, provider: str = "openai") -> Iterator[dict[str, Any]]:
+def classify_records(
+    lines: Iterable[str], policy: RoutingPolicy, *, provider: str = "openai"
+) -> Iterator[dict[str, Any]]:
     for lineno, line in enumerate(lines, 1):
         try:
             record = json.loads(line)

@@ -41,7 +41,9 @@ EXACT_TOKEN_CHARS = 512
 _WORD_RE = re.compile(r"\w+")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
 _MATH_SYM_RE = re.compile(r"[=+*/^<>\u221a\u2211\u222b\u03c0\u2264\u2265\u00b1\u00d7\u00f7\u2260\u221e]")
-_LATEX_RE = re.compile(r"\\(?:frac|sqrt|int|sum|prod|lim|cdot|times|alpha|beta|theta|pi|infty|le|ge|neq)\b|\$[^$\n]{1,200}\$")
+_LATEX_RE = re.compile(
+    r"\\(?:frac|sqrt|int|sum|prod|lim|cdot|times|alpha|beta|theta|pi|infty|le|ge|neq)\b|\$[^$\n]{1,200}\$"
+)
 _CODE_FENCE = "```"
 _CODE_LINE_RE = re.compile(
     r"(?m)^[ \t]*(?:def |class |import |from \S+ import |#include|public |private |"
@@ -310,7 +312,7 @@ def extract_features(body: Any) -> RequestFeatures:
         return RequestFeatures()
     try:
         return _extract(body)
-    except Exception:  # defensive: a feature bug must never break proxying — nor let a request skip the checks
+    except Exception:  # noqa: BLE001 - defensive: a feature bug must never break proxying — nor let a request skip the checks
         model = body.get("model")
         return RequestFeatures(model=model if isinstance(model, str) else None, uses=frozenset({UNREADABLE}))
 
@@ -347,7 +349,9 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
     if body.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
         uses.add("audio")
     reasoning = body.get("reasoning")
-    if body.get("reasoning_effort") is not None or (isinstance(reasoning, dict) and reasoning.get("effort") is not None):
+    if body.get("reasoning_effort") is not None or (
+        isinstance(reasoning, dict) and reasoning.get("effort") is not None
+    ):
         uses.add("reasoning_effort")
     if body.get("prediction") is not None:
         uses.add("prediction")
@@ -478,7 +482,9 @@ def words_of(text: str) -> list[str]:
     return _words(text.lower())
 
 
-def hashed_char_ngrams(text: str, n_buckets: int, sizes: Iterable[int] = (3, 4), max_chars: int = 1000) -> dict[int, float]:
+def hashed_char_ngrams(
+    text: str, n_buckets: int, sizes: Iterable[int] = (3, 4), max_chars: int = 1000
+) -> dict[int, float]:
     """Counts of character n-grams (within-word, space-padded) of the first ``max_chars`` characters."""
     s = " " + " ".join(_WORD_RE.findall(text[:max_chars].lower())) + " "
     counts: dict[int, float] = {}

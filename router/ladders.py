@@ -58,7 +58,9 @@ def parse_ladders(raw: Any) -> dict[str, tuple[tuple[str, ...], ...]]:
         if not isinstance(provider, str) or not provider:
             raise ValueError(f"router.ladders: provider name must be a non-empty string, got {provider!r}")
         if not isinstance(chains, (list, tuple)):
-            raise ValueError(f"router.ladders.{provider} must be a list of model lists, e.g. [[\"gpt-4o\", \"gpt-4o-mini\"]]")
+            raise ValueError(
+                f'router.ladders.{provider} must be a list of model lists, e.g. [["gpt-4o", "gpt-4o-mini"]]'
+            )
         parsed = []
         for chain in chains:
             if (
@@ -79,7 +81,9 @@ def parse_ladders(raw: Any) -> dict[str, tuple[tuple[str, ...], ...]]:
                 raise ValueError(f"router.ladders.{provider}: ladder {list(chain)} repeats a model")
             for i, m in enumerate(bases[:-1]):
                 if m in seen and seen[m] != chain[i + 1]:
-                    raise ValueError(f"router.ladders.{provider}: model {m!r} appears on two ladders with different next rungs")
+                    raise ValueError(
+                        f"router.ladders.{provider}: model {m!r} appears on two ladders with different next rungs"
+                    )
                 seen[m] = chain[i + 1]
     return ladders
 

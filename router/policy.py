@@ -84,7 +84,9 @@ def threshold_for_quality(calibration: Sequence[Mapping[str, float]], target: fl
     """Lowest threshold whose validation quality ratio stays >= ``target`` (see module doc)."""
     rows = sorted(calibration, key=lambda r: (-r["threshold"], r["route_fraction"]))
     if not rows:
-        raise ValueError("the difficulty model has no calibration table; set router.threshold instead of target_quality")
+        raise ValueError(
+            "the difficulty model has no calibration table; set router.threshold instead of target_quality"
+        )
     chosen = None
     for row in rows:
         if row["quality_ratio"] + 1e-12 < target:
@@ -201,7 +203,7 @@ class RoutingPolicy:
         """
         try:
             return self._decide(body, provider, api_key_fp, feature, betas)
-        except Exception as exc:  # defensive: the proxy must keep proxying
+        except Exception as exc:  # noqa: BLE001 - defensive: the proxy must keep proxying
             return RoutingDecision("other", None, "skip", None, f"router error: {type(exc).__name__}")
 
     def _decide(

@@ -106,9 +106,13 @@ _GATES: dict[str, frozenset[str]] = {
         "summarize summarise summarizing summarising summary tl tldr key condense gist sentence sentences "
         "bullet bullets words resume résumé résumer resumen".split()
     ),
-    "classification": frozenset("classify classification categorize categorise sentiment which label tag is positive".split()),
+    "classification": frozenset(
+        "classify classification categorize categorise sentiment which label tag is positive".split()
+    ),
     "extraction": frozenset("extract pull parse find list named fill".split()),
-    "rewriting": frozenset("rewrite re write rephrase paraphrase proofread reword polish fix correct make shorten simplify edit".split()),
+    "rewriting": frozenset(
+        "rewrite re write rephrase paraphrase proofread reword polish fix correct make shorten simplify edit".split()
+    ),
     "code": frozenset(
         "python javascript typescript java golang rust c kotlin swift ruby php bash shell sql regex html css json api "
         "function class method compile compiler compiled stack stacktrace traceback exception refactor unit debug "
@@ -139,7 +143,9 @@ _MATH_RE = re.compile(
     r"\b(?:solve|calculate|compute|equation|integral|derivative|differentiate|integrate|simplify|factor(?:ize|ise)?|"
     r"probability|matrix|eigen\w*|polynomial|theorem|lemma|arithmetic|algebra|geometry|evaluate the)\b"
 )
-_HOW_MANY_RE = re.compile(r"\bhow (?:many|much|long|far|old)\b|\bwhat (?:is|was) the (?:total|sum|average|difference)\b")
+_HOW_MANY_RE = re.compile(
+    r"\bhow (?:many|much|long|far|old)\b|\bwhat (?:is|was) the (?:total|sum|average|difference)\b"
+)
 _WORD_PROBLEM_RE = re.compile(
     r"\b(?:average|rate|speed|percent|per|total|cost|costs|profit|each|twice|half|times|miles|hours|minutes|dollars|price)\b|[$%]"
 )
@@ -157,7 +163,9 @@ _QUESTION_START_RE = re.compile(
     r"^\s*(?:what|who|whom|whose|when|where|which|how|is|are|was|were|do|does|did|can|could|should|would|will|"
     r"define|explain|describe|tell me about)\b"
 )
-_GREETING_RE = re.compile(r"^\s*(?:hi|hello|hey|thanks|thank you|good (?:morning|evening|night)|how are you|ok|okay|cool)\b")
+_GREETING_RE = re.compile(
+    r"^\s*(?:hi|hello|hey|thanks|thank you|good (?:morning|evening|night)|how are you|ok|okay|cool)\b"
+)
 
 
 def _instruction_text(f: RequestFeatures) -> str:

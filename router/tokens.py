@@ -107,9 +107,11 @@ def _load_locked(wanted: str) -> tuple[Encode | None, str]:
     if wanted not in _loaded:
         try:
             _loaded[wanted] = _open(wanted)
-        except Exception as e:  # missing package or data file, unknown encoding, broken install
+        except Exception as e:  # noqa: BLE001 - missing package or data file, unknown encoding, broken install
             fallback = _load_locked(OFFLINE_ENCODING) if wanted != OFFLINE_ENCODING else (None, APPROX_ENCODING)
-            logging.getLogger(__name__).warning("turnout: cannot load %s (%s); counting with %s", wanted, e, fallback[1])
+            logging.getLogger(__name__).warning(
+                "turnout: cannot load %s (%s); counting with %s", wanted, e, fallback[1]
+            )
             _loaded[wanted] = fallback
     return _loaded[wanted]
 
@@ -123,7 +125,7 @@ def encoding_for(model: str | None) -> str:
         from tiktoken.model import encoding_name_for_model
 
         name = encoding_name_for_model(model)
-    except Exception:  # not an OpenAI model (Claude...), or no tiktoken
+    except Exception:  # noqa: BLE001 - not an OpenAI model (Claude...), or no tiktoken
         return OFFLINE_ENCODING
     return O200K_ENCODING if name.startswith("o200k") else OFFLINE_ENCODING  # o200k_harmony: o200k's ranks
 

@@ -103,13 +103,21 @@ def read_rows(paths: Iterable[Path | str]) -> list[TrainRow]:
                     rec = json.loads(line)
                     sc, wc = rec["strong_correct"], rec["weak_correct"]
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{lineno}: need a JSON object with strong_correct and weak_correct ({exc})") from None
-                body = {k: v for k, v in rec.items() if k not in ("strong_correct", "weak_correct", "strong_model", "weak_model", "id", "source")}
+                    raise ValueError(
+                        f"{path}:{lineno}: need a JSON object with strong_correct and weak_correct ({exc})"
+                    ) from None
+                body = {
+                    k: v
+                    for k, v in rec.items()
+                    if k not in ("strong_correct", "weak_correct", "strong_model", "weak_model", "id", "source")
+                }
                 rid = rec.get("id")
                 if not isinstance(rid, str):
                     rid = format(zlib.crc32(json.dumps(body, sort_keys=True).encode()), "08x")
                 src = rec.get("source")
-                rows.append(TrainRow(rid, src if isinstance(src, str) else "all", body, float(bool(sc)), float(bool(wc))))
+                rows.append(
+                    TrainRow(rid, src if isinstance(src, str) else "all", body, float(bool(sc)), float(bool(wc)))
+                )
     return rows
 
 
@@ -136,7 +144,10 @@ def apgr_by_source(scores: Sequence[float], rows: Sequence[TrainRow]) -> dict[st
         groups.setdefault(source_family(r.source), []).append(i)
     out: dict[str, float] = {}
     for fam, idx in sorted(groups.items()):
-        out[fam] = round(apgr([scores[i] for i in idx], [rows[i].strong_correct for i in idx], [rows[i].weak_correct for i in idx]), 4)
+        out[fam] = round(
+            apgr([scores[i] for i in idx], [rows[i].strong_correct for i in idx], [rows[i].weak_correct for i in idx]),
+            4,
+        )
     out["overall"] = round(apgr(list(scores), [r.strong_correct for r in rows], [r.weak_correct for r in rows]), 4)
     return out
 
@@ -192,7 +203,9 @@ def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
     feats = [features_for(r) for r in rows]
     y = np.array([1 if r.weak_correct >= r.strong_correct else 0 for r in rows])
     if len(set(y[train_idx].tolist())) < 2:
-        raise ValueError("training split has a single label; need rows where the weak model loses and where it does not")
+        raise ValueError(
+            "training split has a single label; need rows where the weak model loses and where it does not"
+        )
 
     dense = np.array([dense_vector(f) for f in feats], dtype=float)
     data, ind, ptr = [], [], [0]
@@ -215,7 +228,9 @@ def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
     nz = np.flatnonzero(hash_coef)
     if len(nz) > KEEP_WEIGHTS:
         nz = nz[np.argsort(-np.abs(hash_coef[nz]), kind="stable")[:KEEP_WEIGHTS]]
-    hash_weights = {int(b): _round(float(hash_coef[b])) for b in sorted(nz.tolist()) if _round(float(hash_coef[b])) != 0.0}
+    hash_weights = {
+        int(b): _round(float(hash_coef[b])) for b in sorted(nz.tolist()) if _round(float(hash_coef[b])) != 0.0
+    }
 
     model = DifficultyModel(
         version=MODEL_VERSION,
@@ -248,7 +263,10 @@ def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
         "apgr_val": apgr_val,
         "apgr_train": apgr_train,
         "val_accuracy": {
-            fam: {"strong": round(sum(r.strong_correct for r in rs) / len(rs), 4), "weak": round(sum(r.weak_correct for r in rs) / len(rs), 4)}
+            fam: {
+                "strong": round(sum(r.strong_correct for r in rs) / len(rs), 4),
+                "weak": round(sum(r.weak_correct for r in rs) / len(rs), 4),
+            }
             for fam, rs in _group(val_rows).items()
         },
         "model_selection": MODEL_SELECTION,

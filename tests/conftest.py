@@ -53,7 +53,11 @@ class Proxy:
         penv = {**os.environ, "TURNOUT_CERTS": str(self.certs)}
         self.proc = subprocess.Popen(
             turnout_cmd("proxy", "--port", "0", "--db", str(self.db), *self.args),
-            env=penv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env=penv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         ready = threading.Event()
 
@@ -71,7 +75,9 @@ class Proxy:
         if not self.port:
             self.stop()
             raise RuntimeError("proxy did not start:\n" + "".join(self.output))
-        out = subprocess.run(turnout_cmd("env", "--port", str(self.port)), env=penv, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            turnout_cmd("env", "--port", str(self.port)), env=penv, capture_output=True, text=True, check=True
+        ).stdout
         self.env = {}
         for line in out.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")

@@ -83,7 +83,10 @@ def h2_post_without_length(
             break
         for ev in conn.receive_data(chunk):
             if isinstance(ev, h2.events.ResponseReceived):
-                resp_headers = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v for k, v in ev.headers}
+                resp_headers = {
+                    k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                    for k, v in ev.headers
+                }
                 status = int(resp_headers[":status"])
             elif isinstance(ev, h2.events.DataReceived):
                 data += ev.data

@@ -121,11 +121,31 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else {}
         except ValueError:
             self.server.log(self, raw)
-            self._send_json(400, {"error": {"message": "We could not parse the JSON body of your request.", "type": "invalid_request_error", "param": None, "code": None}})
+            self._send_json(
+                400,
+                {
+                    "error": {
+                        "message": "We could not parse the JSON body of your request.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         self.server.log(self, body)
         if not isinstance(body, dict):
-            self._send_json(400, {"error": {"message": "The request body must be a JSON object.", "type": "invalid_request_error", "param": None, "code": None}})
+            self._send_json(
+                400,
+                {
+                    "error": {
+                        "message": "The request body must be a JSON object.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         if hang := int(self.headers.get("x-test-hang-ms") or 0):
             time.sleep(hang / 1000)
@@ -145,7 +165,9 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(model, str) and model.startswith("error-") and self.path.startswith("/v1/messages"):
             status = int(model.split("-")[1])
             kind = {429: "rate_limit_error", 500: "api_error", 400: "invalid_request_error"}.get(status, "api_error")
-            self._send_json(status, {"type": "error", "error": {"type": kind, "message": f"test upstream says {status}"}})
+            self._send_json(
+                status, {"type": "error", "error": {"type": kind, "message": f"test upstream says {status}"}}
+            )
             return
         if isinstance(model, str) and model.startswith("error-"):
             status = int(model.split("-")[1])
@@ -159,7 +181,17 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.route(body)
         except Exception as e:  # noqa: BLE001 - a body a real provider would reject: say so, as it would
-            self._send_json(400, {"error": {"message": f"invalid request: {type(e).__name__}: {e}"[:300], "type": "invalid_request_error", "param": None, "code": None}})
+            self._send_json(
+                400,
+                {
+                    "error": {
+                        "message": f"invalid request: {type(e).__name__}: {e}"[:300],
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
 
     def route(self, body: dict[str, Any]) -> None:
         path = self.path.split("?")[0]
@@ -174,7 +206,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/v1/messages":
             self.messages(body)
         else:
-            self._send_json(404, {"error": {"message": f"Invalid URL (POST {self.path})", "type": "invalid_request_error"}})
+            self._send_json(
+                404, {"error": {"message": f"Invalid URL (POST {self.path})", "type": "invalid_request_error"}}
+            )
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -183,24 +217,53 @@ class Handler(BaseHTTPRequestHandler):
         cid = f"chatcmpl-{uuid.uuid4().hex[:20]}"
         text = answer_text(body)
         tool = _wants_tool(body)
-        tool_call = {
-            "id": f"call_{uuid.uuid4().hex[:12]}",
-            "type": "function",
-            "function": {"name": body["tools"][0]["function"]["name"], "arguments": json.dumps({"city": "Paris", "unit": "c"})},
-        } if tool else None
+        tool_call = (
+            {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {
+                    "name": body["tools"][0]["function"]["name"],
+                    "arguments": json.dumps({"city": "Paris", "unit": "c"}),
+                },
+            }
+            if tool
+            else None
+        )
         usage = _usage(body, text)
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": None if tool else text, "refusal": None}
             if tool:
                 message["tool_calls"] = [tool_call]
-            self._send_json(200, {
-                "id": cid, "object": "chat.completion", "created": created, "model": body.get("model"),
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool else "stop"}],
-                "usage": usage, "system_fingerprint": "fp_test",
-            })
+            self._send_json(
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": body.get("model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": message,
+                            "logprobs": None,
+                            "finish_reason": "tool_calls" if tool else "stop",
+                        }
+                    ],
+                    "usage": usage,
+                    "system_fingerprint": "fp_test",
+                },
+            )
             return
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not self.headers.get("x-test-no-usage")
-        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.get("model"), "system_fingerprint": "fp_test"}
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not self.headers.get(
+            "x-test-no-usage"
+        )
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.get("model"),
+            "system_fingerprint": "fp_test",
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             c = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
@@ -211,9 +274,22 @@ class Handler(BaseHTTPRequestHandler):
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if tool:
             args = tool_call["function"]["arguments"]
-            events.append(chunk({"tool_calls": [{"index": 0, "id": tool_call["id"], "type": "function", "function": {"name": tool_call["function"]["name"], "arguments": ""}}]}))
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": tool_call["id"],
+                                "type": "function",
+                                "function": {"name": tool_call["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             for i in range(0, len(args), 7):
-                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 7]}}]}))
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 7]}}]}))
             events.append(chunk({}, "tool_calls"))
         elif self.headers.get("x-test-pieces"):
             for piece in json.loads(self.headers["x-test-pieces"]):
@@ -222,7 +298,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             n = int(self.headers.get("x-test-chunks") or 5)
             words = text.split(" ")
-            pieces = [" ".join(words[i * len(words) // n:(i + 1) * len(words) // n]) for i in range(n)]
+            pieces = [" ".join(words[i * len(words) // n : (i + 1) * len(words) // n]) for i in range(n)]
             for i, piece in enumerate(pieces):
                 events.append(chunk({"content": (" " if i else "") + piece}))
             events.append(chunk({}, "stop"))
@@ -235,12 +311,27 @@ class Handler(BaseHTTPRequestHandler):
         text = f"completion of {str(body.get('prompt'))[:100]}"
         usage = {"prompt_tokens": _words(str(body.get("prompt"))), "completion_tokens": _words(text), "total_tokens": 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        base = {"id": f"cmpl-{uuid.uuid4().hex[:20]}", "object": "text_completion", "created": int(time.time()), "model": body.get("model")}
+        base = {
+            "id": f"cmpl-{uuid.uuid4().hex[:20]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+        }
         if not body.get("stream"):
-            self._send_json(200, {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+            self._send_json(
+                200,
+                {
+                    **base,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+                    "usage": usage,
+                },
+            )
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = [{**base, "choices": [{"index": 0, "text": w + " ", "logprobs": None, "finish_reason": None}]} for w in text.split()]
+        events = [
+            {**base, "choices": [{"index": 0, "text": w + " ", "logprobs": None, "finish_reason": None}]}
+            for w in text.split()
+        ]
         events.append({**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
         if include_usage:
             events.append({**base, "choices": [], "usage": usage})
@@ -249,29 +340,79 @@ class Handler(BaseHTTPRequestHandler):
     def embeddings(self, body: dict[str, Any]) -> None:
         inputs = body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
-        data = [{"object": "embedding", "index": i, "embedding": [((zlib.crc32(str(x).encode()) >> k) % 100) / 100 for k in range(8)]} for i, x in enumerate(inputs)]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": [((zlib.crc32(str(x).encode()) >> k) % 100) / 100 for k in range(8)],
+            }
+            for i, x in enumerate(inputs)
+        ]
         tokens = sum(_words(str(x)) for x in inputs)
-        self._send_json(200, {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        self._send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     def responses_api(self, body: dict[str, Any]) -> None:
         text = f"echo from {body.get('model')}: {_prompt_text(body)[:200]}"
         rid = f"resp_{uuid.uuid4().hex[:20]}"
         msg_id = f"msg_{uuid.uuid4().hex[:20]}"
         p, c = _words(_prompt_text(body)), _words(text)
-        usage = {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": c,
-                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + c}
-        item = {"id": msg_id, "type": "message", "status": "completed", "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}]}
-        full = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed", "model": body.get("model"),
-                "output": [item], "usage": usage, "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
-                "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0}
+        usage = {
+            "input_tokens": p,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": c,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": p + c,
+        }
+        item = {
+            "id": msg_id,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        full = {
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [item],
+            "usage": usage,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "metadata": {},
+            "parallel_tool_calls": True,
+            "temperature": 1.0,
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+        }
         if not body.get("stream"):
             self._send_json(200, full)
             return
         in_progress = {**full, "status": "in_progress", "output": [], "usage": None}
         events = [
             ("response.created", {"type": "response.created", "response": in_progress, "sequence_number": 0}),
-            ("response.output_text.delta", {"type": "response.output_text.delta", "item_id": msg_id, "output_index": 0, "content_index": 0, "delta": text, "sequence_number": 1}),
+            (
+                "response.output_text.delta",
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": msg_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": text,
+                    "sequence_number": 1,
+                },
+            ),
             ("response.completed", {"type": "response.completed", "response": full, "sequence_number": 2}),
         ]
         self._stream([json.dumps(d) for _, d in events], names=[n for n, _ in events])
@@ -280,28 +421,71 @@ class Handler(BaseHTTPRequestHandler):
         """Anthropic's Messages API: text or tool_use content, usage with prompt-cache fields."""
         text = answer_text(body)
         read = int(self.headers.get("x-test-cache-read") or 0)
-        usage = {"input_tokens": _words(_prompt_text(body)), "output_tokens": _words(text), "cache_creation_input_tokens": 0, "cache_read_input_tokens": read}
+        usage = {
+            "input_tokens": _words(_prompt_text(body)),
+            "output_tokens": _words(text),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": read,
+        }
         tool = bool(body.get("tools"))
-        content = ([{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": body["tools"][0]["name"], "input": {"city": "Paris"}}]
-                   if tool else [{"type": "text", "text": text}])
-        msg = {"id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant", "model": body.get("model"),
-               "content": content, "stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None, "usage": usage}
+        content = (
+            [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{uuid.uuid4().hex[:12]}",
+                    "name": body["tools"][0]["name"],
+                    "input": {"city": "Paris"},
+                }
+            ]
+            if tool
+            else [{"type": "text", "text": text}]
+        )
+        msg = {
+            "id": f"msg_{uuid.uuid4().hex[:20]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "content": content,
+            "stop_reason": "tool_use" if tool else "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
         if not body.get("stream"):
             self._send_json(200, msg)
             return
-        events = [("message_start", {"message": {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}})]
+        events = [
+            (
+                "message_start",
+                {"message": {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}},
+            )
+        ]
         for i, block in enumerate(content):
             if block["type"] == "text":
                 events.append(("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
                 for w in block["text"].split(" "):
-                    events.append(("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": w + " "}}))
+                    events.append(
+                        ("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": w + " "}})
+                    )
             else:
                 events.append(("content_block_start", {"index": i, "content_block": {**block, "input": {}}}))
                 args = json.dumps(block["input"])
                 for j in range(0, len(args), 5):
-                    events.append(("content_block_delta", {"index": i, "delta": {"type": "input_json_delta", "partial_json": args[j:j + 5]}}))
+                    events.append(
+                        (
+                            "content_block_delta",
+                            {"index": i, "delta": {"type": "input_json_delta", "partial_json": args[j : j + 5]}},
+                        )
+                    )
             events.append(("content_block_stop", {"index": i}))
-        events.append(("message_delta", {"delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}))
+        events.append(
+            (
+                "message_delta",
+                {
+                    "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
+                    "usage": {"output_tokens": usage["output_tokens"]},
+                },
+            )
+        )
         events.append(("message_stop", {}))
         self._stream([json.dumps({"type": n, **d}) for n, d in events], names=[n for n, _ in events])
 
@@ -349,7 +533,9 @@ class UpstreamServer(ThreadingHTTPServer):
 
     def log(self, handler: Handler, body: Any) -> None:
         with self._lock:
-            self.requests.append({"method": handler.command, "path": handler.path, "headers": dict(handler.headers), "body": body})
+            self.requests.append(
+                {"method": handler.command, "path": handler.path, "headers": dict(handler.headers), "body": body}
+            )
 
     def start(self) -> "UpstreamServer":
         threading.Thread(target=self.serve_forever, daemon=True).start()

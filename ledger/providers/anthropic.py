@@ -162,7 +162,13 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: bool = True) -> bytes:
     """The event stream a live call would have sent for a recorded message (cache hits, replay)."""
     usage = dict(recorded.get("usage") or {})
-    start = {**recorded, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+    start = {
+        **recorded,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
     out = [_sse("message_start", {"message": start})]
     for idx, block in enumerate(recorded.get("content") or ()):
         kind = block.get("type")
@@ -171,10 +177,23 @@ def replay_stream(endpoint: str, recorded: dict[str, Any], *, include_usage: boo
             text = block.get("text") or ""
             step = max(1, -(-len(text) // 8))
             for i in range(0, len(text), step):
-                out.append(_sse("content_block_delta", {"index": idx, "delta": {"type": "text_delta", "text": text[i : i + step]}}))
+                out.append(
+                    _sse(
+                        "content_block_delta",
+                        {"index": idx, "delta": {"type": "text_delta", "text": text[i : i + step]}},
+                    )
+                )
         elif kind == "tool_use":
             out.append(_sse("content_block_start", {"index": idx, "content_block": {**block, "input": {}}}))
-            out.append(_sse("content_block_delta", {"index": idx, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block.get("input", {}))}}))
+            out.append(
+                _sse(
+                    "content_block_delta",
+                    {
+                        "index": idx,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block.get("input", {}))},
+                    },
+                )
+            )
         else:
             out.append(_sse("content_block_start", {"index": idx, "content_block": block}))
         out.append(_sse("content_block_stop", {"index": idx}))

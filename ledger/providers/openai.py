@@ -134,7 +134,15 @@ class ChatStream:
         idx = choice.get("index", 0)
         acc = self._choices.setdefault(
             idx,
-            {"index": idx, "role": None, "content": None, "refusal": None, "reasoning_content": None, "tool_calls": {}, "text": None},
+            {
+                "index": idx,
+                "role": None,
+                "content": None,
+                "refusal": None,
+                "reasoning_content": None,
+                "tool_calls": {},
+                "text": None,
+            },
         )
         delta = choice.get("delta")
         if isinstance(delta, dict):
@@ -171,7 +179,12 @@ class ChatStream:
             acc = self._choices[idx]
             if self._object == "text_completion":
                 choices.append(
-                    {"index": idx, "text": acc["text"] or "", "finish_reason": acc.get("finish_reason"), "logprobs": None}
+                    {
+                        "index": idx,
+                        "text": acc["text"] or "",
+                        "finish_reason": acc.get("finish_reason"),
+                        "logprobs": None,
+                    }
                 )
                 continue
             message: dict[str, Any] = {"role": acc["role"] or "assistant", "content": acc["content"]}
@@ -239,7 +252,10 @@ class ResponsesStream:
     def result(self) -> dict[str, Any] | None:
         if self.done or self._response is None or not (self._items or self._deltas):
             return self._response
-        return {**self._response, "output": [self._partial_item(i) for i in sorted(self._items.keys() | self._deltas.keys())]}
+        return {
+            **self._response,
+            "output": [self._partial_item(i) for i in sorted(self._items.keys() | self._deltas.keys())],
+        }
 
     def _partial_item(self, index: int) -> dict[str, Any]:
         """An output item as far as it came: finished, or with the text its deltas carried so far."""
@@ -288,7 +304,9 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return encode_event(payload, event)
 
 
-def chat_chunks(recorded: dict[str, Any], *, include_usage: bool, object_name: str = "chat.completion.chunk") -> list[dict[str, Any]]:
+def chat_chunks(
+    recorded: dict[str, Any], *, include_usage: bool, object_name: str = "chat.completion.chunk"
+) -> list[dict[str, Any]]:
     """The chunks a live stream of this answer would have carried: role, content/tool-call deltas, finish, usage."""
     base = {k: recorded.get(k) for k in ("id", "created", "model")}
     base["object"] = object_name
@@ -297,7 +315,9 @@ def chat_chunks(recorded: dict[str, Any], *, include_usage: bool, object_name: s
     extra = {"usage": None} if include_usage else {}
     chunks: list[dict[str, Any]] = []
 
-    def chunk(index: int, delta: dict[str, Any] | None = None, finish: str | None = None, text: str | None = None) -> dict[str, Any]:
+    def chunk(
+        index: int, delta: dict[str, Any] | None = None, finish: str | None = None, text: str | None = None
+    ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": index}
         if object_name == "text_completion":
             choice["text"] = text or ""
@@ -322,7 +342,21 @@ def chat_chunks(recorded: dict[str, Any], *, include_usage: bool, object_name: s
             chunks.append(chunk(idx, {"refusal": msg["refusal"]}))
         for n, call in enumerate(msg.get("tool_calls") or ()):
             fn = call.get("function") or {}
-            chunks.append(chunk(idx, {"tool_calls": [{"index": n, "id": call.get("id"), "type": call.get("type", "function"), "function": {"name": fn.get("name", ""), "arguments": ""}}]}))
+            chunks.append(
+                chunk(
+                    idx,
+                    {
+                        "tool_calls": [
+                            {
+                                "index": n,
+                                "id": call.get("id"),
+                                "type": call.get("type", "function"),
+                                "function": {"name": fn.get("name", ""), "arguments": ""},
+                            }
+                        ]
+                    },
+                )
+            )
             for piece in _split_text(fn.get("arguments") or "", 4):
                 chunks.append(chunk(idx, {"tool_calls": [{"index": n, "function": {"arguments": piece}}]}))
         chunks.append(chunk(idx, {}, choice.get("finish_reason") or "stop"))
@@ -340,21 +374,73 @@ def _response_events(recorded: dict[str, Any]) -> list[tuple[str, dict[str, Any]
     ]
     for oi, item in enumerate(recorded.get("output") or ()):
         if item.get("type") == "message":
-            events.append(("response.output_item.added", {"output_index": oi, "item": {**item, "status": "in_progress", "content": []}}))
+            events.append(
+                (
+                    "response.output_item.added",
+                    {"output_index": oi, "item": {**item, "status": "in_progress", "content": []}},
+                )
+            )
             for ci, part in enumerate(item.get("content") or ()):
                 text = part.get("text") or ""
                 empty = {**part, "text": ""}
-                events.append(("response.content_part.added", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "part": empty}))
+                events.append(
+                    (
+                        "response.content_part.added",
+                        {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "part": empty},
+                    )
+                )
                 for piece in _split_text(text):
-                    events.append(("response.output_text.delta", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "delta": piece, "logprobs": []}))
-                events.append(("response.output_text.done", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "text": text, "logprobs": []}))
-                events.append(("response.content_part.done", {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "part": part}))
+                    events.append(
+                        (
+                            "response.output_text.delta",
+                            {
+                                "item_id": item.get("id"),
+                                "output_index": oi,
+                                "content_index": ci,
+                                "delta": piece,
+                                "logprobs": [],
+                            },
+                        )
+                    )
+                events.append(
+                    (
+                        "response.output_text.done",
+                        {
+                            "item_id": item.get("id"),
+                            "output_index": oi,
+                            "content_index": ci,
+                            "text": text,
+                            "logprobs": [],
+                        },
+                    )
+                )
+                events.append(
+                    (
+                        "response.content_part.done",
+                        {"item_id": item.get("id"), "output_index": oi, "content_index": ci, "part": part},
+                    )
+                )
         elif item.get("type") == "function_call":
-            events.append(("response.output_item.added", {"output_index": oi, "item": {**item, "arguments": "", "status": "in_progress"}}))
+            events.append(
+                (
+                    "response.output_item.added",
+                    {"output_index": oi, "item": {**item, "arguments": "", "status": "in_progress"}},
+                )
+            )
             args = item.get("arguments") or ""
             for piece in _split_text(args, 4):
-                events.append(("response.function_call_arguments.delta", {"item_id": item.get("id"), "output_index": oi, "delta": piece}))
-            events.append(("response.function_call_arguments.done", {"item_id": item.get("id"), "output_index": oi, "arguments": args}))
+                events.append(
+                    (
+                        "response.function_call_arguments.delta",
+                        {"item_id": item.get("id"), "output_index": oi, "delta": piece},
+                    )
+                )
+            events.append(
+                (
+                    "response.function_call_arguments.done",
+                    {"item_id": item.get("id"), "output_index": oi, "arguments": args},
+                )
+            )
         else:
             events.append(("response.output_item.added", {"output_index": oi, "item": item}))
         events.append(("response.output_item.done", {"output_index": oi, "item": item}))

@@ -24,7 +24,9 @@ def test_routine_lines_go_everything_else_stays_and_done_restores() -> None:
                         "server disconnect 1.2.3.4:443", "Streaming response from api.openai.com."):  # fmt: skip
             assert not _passes(routine), routine
         assert _passes("error establishing server connection: [Errno 111] Connection refused")
-        assert _passes("Client TLS handshake failed. The client does not trust the proxy's certificate", logging.WARNING)
+        assert _passes(
+            "Client TLS handshake failed. The client does not trust the proxy's certificate", logging.WARNING
+        )
         assert not _passes("[tls] tls established", logging.DEBUG)  # not even built
         tctx.configure(addon, turnout_connection_log=True)
         assert _passes("client connect") and _passes("[tls] tls established", logging.DEBUG)
@@ -54,7 +56,9 @@ def test_routine_lines_are_not_even_made_into_records() -> None:
             assert made == []
             logger.log(logging.INFO, "error establishing server connection: refused")
             assert [r.getMessage() for r in made] == ["error establishing server connection: refused"]
-            assert made[0].funcName == "test_routine_lines_are_not_even_made_into_records"  # the caller, not the wrapper
+            assert (
+                made[0].funcName == "test_routine_lines_are_not_even_made_into_records"
+            )  # the caller, not the wrapper
             addon.done()
             assert "log" not in logger.__dict__
             logger.setLevel(logging.DEBUG)  # the test runner's root may sit above INFO

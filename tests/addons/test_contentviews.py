@@ -47,7 +47,9 @@ def test_sse_answer_assembled_then_events(views) -> None:
             "content": [{"type": "output_text", "text": "Hello there"}]}], "usage": {"input_tokens": 3, "output_tokens": 2}}}  # fmt: skip
     f.response.content = (
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hello there"}\n\n'
-        + b"event: response.completed\ndata: " + json.dumps(done).encode() + b"\n\n"
+        + b"event: response.completed\ndata: "
+        + json.dumps(done).encode()
+        + b"\n\n"
     )
     r = contentviews.prettify_message(f.response, f)
     assert r.view_name == "LLM Stream"
@@ -75,13 +77,18 @@ def test_event_lines_show_what_changed() -> None:
 
     chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": " Paris"}}]}
     assert event_summary(None, json.dumps(chunk)) == 'content=" Paris"'
-    tool = {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{"}}]}}]}
+    tool = {
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{"}}]}}]
+    }
     assert event_summary(None, json.dumps(tool)) == 'tool_call[0] name=f args+="{"'
-    assert event_summary(None, json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})) == "usage 3+4 tok"
-    assert event_summary(None, "[DONE]") == "[DONE]"
-    assert event_summary("response.output_text.delta", json.dumps({"type": "response.output_text.delta", "delta": "Hi"})) == (
-        'response.output_text.delta "Hi"'
+    assert (
+        event_summary(None, json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}))
+        == "usage 3+4 tok"
     )
+    assert event_summary(None, "[DONE]") == "[DONE]"
+    assert event_summary(
+        "response.output_text.delta", json.dumps({"type": "response.output_text.delta", "delta": "Hi"})
+    ) == ('response.output_text.delta "Hi"')
 
 
 def test_anthropic_messages_request_and_stream(views) -> None:

@@ -58,7 +58,15 @@ class NotCallable:
 def chain(log: list[str], *, halt: bool = False) -> list[object]:
     nested = Recorder(log, "parent", [Recorder(log, "child1", [Recorder(log, "grandchild")]), Recorder(log, "child2")])
     middle: object = Raises(log, exceptions.AddonHalt() if halt else ValueError("boom"))
-    return [Recorder(log, "first"), ModuleNamedLikeAHook(), NotCallable(), nested, middle, AsyncHook(log), Recorder(log, "last")]
+    return [
+        Recorder(log, "first"),
+        ModuleNamedLikeAHook(),
+        NotCallable(),
+        nested,
+        middle,
+        AsyncHook(log),
+        Recorder(log, "last"),
+    ]
 
 
 def run_events(*, halt: bool = False) -> list[str]:
@@ -86,7 +94,12 @@ def test_fast_dispatch_calls_the_same_hooks_in_the_same_order(halt: bool) -> Non
     if halt:
         assert "async.request" not in fast  # AddonHalt ends the event for everyone after it
     else:
-        assert fast[4:8] == ["child2.request", "raises.request", "async.request", "last.request"]  # an error is logged, the chain goes on
+        assert fast[4:8] == [
+            "child2.request",
+            "raises.request",
+            "async.request",
+            "last.request",
+        ]  # an error is logged, the chain goes on
         assert "last.update:1" in fast  # handle_lifecycle's `update` follows the hook
 
 

@@ -22,7 +22,9 @@ from turnout.addons.services import Services
 def llm_request() -> http.HTTPFlow:
     f = tflow.tflow()
     body = json.dumps({"model": "gpt-4o", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}).encode()
-    f.request = http.Request.make("POST", "https://api.openai.com/v1/chat/completions", body, {"authorization": "Bearer sk-x-1234567890"})
+    f.request = http.Request.make(
+        "POST", "https://api.openai.com/v1/chat/completions", body, {"authorization": "Bearer sk-x-1234567890"}
+    )
     return f
 
 
@@ -44,7 +46,9 @@ def test_a_raising_hook_answers_500_and_nothing_is_forwarded(tmp_path, monkeypat
             addon.request(f)
         assert f.response is not None and f.response.status_code == 500
         err = json.loads(f.response.content)["error"]
-        assert err["type"] == "turnout_internal_error" and "Cache" in err["message"] and "RecursionError" in err["message"]
+        assert (
+            err["type"] == "turnout_internal_error" and "Cache" in err["message"] and "RecursionError" in err["message"]
+        )
         assert f.request.host == "api.openai.com" and f.request.port == 443  # Forward left it alone: never sent
         record.response(f)
         assert record.writer.flush(5)

@@ -78,7 +78,9 @@ class Chain:
             self.record.request(f)
             if f.response is None:  # forwarded: the provider answers
                 self.upstream_calls += 1
-                f.response = http.Response.make(200, json.dumps(answer(content)).encode(), {"content-type": "application/json"})
+                f.response = http.Response.make(
+                    200, json.dumps(answer(content)).encode(), {"content-type": "application/json"}
+                )
             self.record.responseheaders(f)
             self.record.response(f)
 

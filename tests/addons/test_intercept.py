@@ -16,6 +16,7 @@ from mitmproxy.test import taddons
 
 from turnout.addons.intercept import Intercept, excluded_by_user_rules
 
+
 def decide(
     address: tuple[str, int] | None, data: bytes = b"\x16\x03\x01\x00\x05hello", transport: str = "tcp", **options
 ) -> layer.Layer | None:

@@ -24,7 +24,12 @@ BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me abo
 
 
 def chunk(content: str) -> bytes:
-    data = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": content}}]}
+    data = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": content}}],
+    }
     return f"data: {json.dumps(data)}\n\n".encode()
 
 

@@ -17,7 +17,9 @@ from turnout.addons.services import Services
 def llm_request() -> http.HTTPFlow:
     f = tflow.tflow()
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    f.request = http.Request.make("POST", "https://api.openai.com/v1/chat/completions", body, {"authorization": "Bearer sk-x-1234567890"})
+    f.request = http.Request.make(
+        "POST", "https://api.openai.com/v1/chat/completions", body, {"authorization": "Bearer sk-x-1234567890"}
+    )
     return f
 
 

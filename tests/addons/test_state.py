@@ -15,7 +15,10 @@ def test_lowercase_headers_joins_repeats_like_headers_getitem() -> None:
 
 
 def test_set_headers_appends_new_and_replaces_existing_like_update() -> None:
-    for new in ({"x-turnout-task": "qa", "x-turnout-decision": "observe:keep"}, {"Content-Type": "text/plain", "x-a": "1"}):
+    for new in (
+        {"x-turnout-task": "qa", "x-turnout-decision": "observe:keep"},
+        {"Content-Type": "text/plain", "x-a": "1"},
+    ):
         fast = http.Headers([(b"content-type", b"application/json"), (b"x-upstream", b"1")])
         stock = http.Headers(fast.fields)
         state.set_headers(fast, new)

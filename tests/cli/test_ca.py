@@ -64,6 +64,7 @@ def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, host: str)
     assert all(done.values())
     return client.getpeercert()
 
+
 def test_a_start_killed_while_writing_leaves_no_key_behind(tmp_path: Path) -> None:
     confdir = tmp_path / "certs"
     left = confdir / f"{environment.STAGING_PREFIX}abc123"

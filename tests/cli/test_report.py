@@ -33,16 +33,44 @@ def flow(i: int, **kw) -> dict:
 
 ROWS = [
     # gpt-4o: 4 calls in the window
-    flow(1, cost_usd=0.5, cached_prompt_tokens=20, stream=1, ttft_ms=50.0, latency_ms=100.0, cache="miss", feature="chat"),
+    flow(
+        1, cost_usd=0.5, cached_prompt_tokens=20, stream=1, ttft_ms=50.0, latency_ms=100.0, cache="miss", feature="chat"
+    ),
     flow(2, error="HTTP 500: boom", latency_ms=200.0, feature="chat"),
     flow(3, cost_usd=0.0, cache="hit", saved_usd=0.5, latency_ms=300.0, feature="chat"),
-    flow(4, routed=1, decision="route", model="gpt-4o-mini", baseline_cost_usd=1.0, stream=1, ttft_ms=80.0,
-         latency_ms=400.0, feature="search"),  # fmt: skip
+    flow(
+        4,
+        routed=1,
+        decision="route",
+        model="gpt-4o-mini",
+        baseline_cost_usd=1.0,
+        stream=1,
+        ttft_ms=80.0,
+        latency_ms=400.0,
+        feature="search",
+    ),  # fmt: skip
     # gpt-4o-mini: observe mode, the router would have routed both
-    flow(5, requested_model="gpt-4o-mini", model="gpt-4o-mini", cost_usd=0.5, decision="route",
-         projected_cost_usd=0.125, latency_ms=1000.0, feature="search", blocked_by=None),  # fmt: skip
-    flow(6, requested_model="gpt-4o-mini", model="gpt-4o-mini", cost_usd=0.5, decision="route",
-         projected_cost_usd=0.125, latency_ms=2000.0, feature="search"),  # fmt: skip
+    flow(
+        5,
+        requested_model="gpt-4o-mini",
+        model="gpt-4o-mini",
+        cost_usd=0.5,
+        decision="route",
+        projected_cost_usd=0.125,
+        latency_ms=1000.0,
+        feature="search",
+        blocked_by=None,
+    ),  # fmt: skip
+    flow(
+        6,
+        requested_model="gpt-4o-mini",
+        model="gpt-4o-mini",
+        cost_usd=0.5,
+        decision="route",
+        projected_cost_usd=0.125,
+        latency_ms=2000.0,
+        feature="search",
+    ),  # fmt: skip
     # no model (unparsed), unpriced, blocked
     flow(7, requested_model=None, model=None, cost_usd=None, latency_ms=500.0, blocked_by="budget:daily"),
     # outside a 7-day window

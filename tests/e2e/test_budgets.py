@@ -177,8 +177,7 @@ def test_restart_keeps_the_spend(make_proxy, tmp_path):
 def test_loop_breaker_trips_and_recovers_and_spike_limiter(make_proxy, tmp_path, upstream):
     cfg = write_config(
         tmp_path,
-        '[breakers]\nloop_threshold = 3\nloop_window = "2s"\n'
-        '[[breakers.spike]]\nscope = "key"\nrpm = 5\n',
+        '[breakers]\nloop_threshold = 3\nloop_window = "2s"\n[[breakers.spike]]\nscope = "key"\nrpm = 5\n',
     )
     proxy = make_proxy("--config", str(cfg), *NO_CACHE)
     client = proxy.client(max_retries=0)
@@ -217,7 +216,10 @@ def test_output_cap_clamps_what_the_provider_receives(make_proxy, tmp_path, upst
     assert upstream.requests[-1]["body"]["max_output_tokens"] == 100
     rows = proxy.wait_rows(4)
     assert [r["clamped"] for r in rows] == [
-        "max_tokens 5000→100", None, "max_completion_tokens unset→10", "max_output_tokens 1000→100"
+        "max_tokens 5000→100",
+        None,
+        "max_completion_tokens unset→10",
+        "max_output_tokens 1000→100",
     ]
 
 
@@ -275,14 +277,20 @@ def test_two_templates_with_varying_data_give_two_stable_fingerprints(make_proxy
         client.chat.completions.create(
             model="gpt-4o",
             messages=[
-                {"role": "system", "content": f"You are a support agent. Customer {i}@shop{i}.com, order #{1000 + i * 17}."},
+                {
+                    "role": "system",
+                    "content": f"You are a support agent. Customer {i}@shop{i}.com, order #{1000 + i * 17}.",
+                },
                 {"role": "user", "content": f"where is my parcel number {i}?"},
             ],
         )
         client.chat.completions.create(
             model="gpt-4o",
             messages=[
-                {"role": "system", "content": f'You classify reviews. Product "{["lamp", "desk chair", "mug"][i]}", id a{i}b{i * 7}c9.'},
+                {
+                    "role": "system",
+                    "content": f'You classify reviews. Product "{["lamp", "desk chair", "mug"][i]}", id a{i}b{i * 7}c9.',
+                },
                 {"role": "user", "content": f"review text {i * 31}: it was fine"},
             ],
         )

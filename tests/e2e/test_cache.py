@@ -45,28 +45,58 @@ def test_second_identical_call_is_a_hit(proxy, upstream):
 def test_stream_and_non_stream_share_entries(proxy, upstream):
     client = proxy.client()
     plain = ask(client, "cross one").parse().choices[0].message.content
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "cross one"}], stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "cross one"}], stream=True
+        )
+        if c.choices
+    )
     assert streamed == plain
-    chunks = list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "cross two"}], stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "cross two"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     hit = ask(client, "cross two")
     assert hit.headers["x-turnout-cache"] == "hit" and hit.parse().choices[0].message.content == text
-    again = list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "cross two"}], stream=True))
+    again = list(
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "cross two"}], stream=True)
+    )
     assert all(c.usage is None for c in again), "usage chunk only when include_usage was asked"
-    with_usage = list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "cross two"}], stream=True, stream_options={"include_usage": True}))
+    with_usage = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "cross two"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert with_usage[-1].usage.completion_tokens == chunks[-1].usage.completion_tokens
     assert upstream_count(upstream, "cross one") == 1 and upstream_count(upstream, "cross two") == 1
 
 
 def test_rebuilt_stream_carries_tool_calls(proxy):
     client = proxy.client()
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}]
-    live = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "weather?"}], tools=tools)
-    with client.chat.completions.stream(model="gpt-4o", messages=[{"role": "user", "content": "weather?"}], tools=tools) as s:
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+    ]
+    live = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "weather?"}], tools=tools
+    )
+    with client.chat.completions.stream(
+        model="gpt-4o", messages=[{"role": "user", "content": "weather?"}], tools=tools
+    ) as s:
         final = s.get_final_completion()
     assert final.choices[0].message.tool_calls[0].function.name == "get_weather"
-    assert final.choices[0].message.tool_calls[0].function.arguments == live.choices[0].message.tool_calls[0].function.arguments
+    assert (
+        final.choices[0].message.tool_calls[0].function.arguments
+        == live.choices[0].message.tool_calls[0].function.arguments
+    )
     assert final.choices[0].finish_reason == "tool_calls"
     assert proxy.wait_rows(2)[1]["cache"] == "hit"
 
@@ -121,14 +151,23 @@ def test_bypass_and_what_is_never_cached(proxy, upstream):
     client = proxy.client(max_retries=0)
     ask(client, "fresh please")
     assert ask(client, "fresh please", extra_headers={"x-turnout-cache": "no"}).headers["x-turnout-cache"] == "bypass"
-    assert ask(client, "fresh please", extra_headers={"cache-control": "no-cache"}).headers["x-turnout-cache"] == "bypass"
-    assert "x-turnout-cache" not in upstream.requests[-1]["headers"] and "X-Turnout-Cache" not in upstream.requests[-1]["headers"]
+    assert (
+        ask(client, "fresh please", extra_headers={"cache-control": "no-cache"}).headers["x-turnout-cache"] == "bypass"
+    )
+    assert (
+        "x-turnout-cache" not in upstream.requests[-1]["headers"]
+        and "X-Turnout-Cache" not in upstream.requests[-1]["headers"]
+    )
     for _ in range(2):
         with pytest.raises(openai.RateLimitError):
             ask(client, "errors", model="error-429")
     # a stream the client abandons is never cached
-    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "partial " * 20}], stream=True,
-                                            extra_headers={"x-test-chunks": "20", "x-test-delay-ms": "50"})
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "partial " * 20}],
+        stream=True,
+        extra_headers={"x-test-chunks": "20", "x-test-delay-ms": "50"},
+    )
     next(iter(stream))
     stream.close()
     time.sleep(0.5)
@@ -171,7 +210,11 @@ def _run(tmp_path, certs_dir, *args, questions, key="sk-ci-0000000000000"):
     env = {**os.environ, "TURNOUT_CERTS": str(certs_dir)}
     return subprocess.run(
         turnout_cmd("run", "--db", str(tmp_path / "run.db"), *args, "--", sys.executable, str(app), questions, key),
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
 
 
@@ -184,7 +227,16 @@ def test_record_then_replay_offline(tmp_path, certs_dir, upstream):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     before = len(upstream.requests)
     # replay: no network (the upstream is a dead port), a different API key, same answers
-    out = _run(tmp_path, certs_dir, "--upstream", dead, "--replay", str(rec), questions="one,stwo,three", key="sk-other-999999999")
+    out = _run(
+        tmp_path,
+        certs_dir,
+        "--upstream",
+        dead,
+        "--replay",
+        str(rec),
+        questions="one,stwo,three",
+        key="sk-other-999999999",
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
     # a changed prompt fails clearly, naming the field
@@ -194,7 +246,17 @@ def test_record_then_replay_offline(tmp_path, certs_dir, upstream):
     assert "messages[0].content" in out.stderr and "CHANGED" in out.stderr
     assert len(upstream.requests) == before
     # record + replay: replay what exists, record what is new
-    out = _run(tmp_path, certs_dir, "--upstream", upstream.url, "--record", str(rec), "--replay", str(rec), questions="one,four")
+    out = _run(
+        tmp_path,
+        certs_dir,
+        "--upstream",
+        upstream.url,
+        "--record",
+        str(rec),
+        "--replay",
+        str(rec),
+        questions="one,four",
+    )
     assert out.returncode == 0, out.stderr
     assert len(upstream.requests) == before + 1
     out = _run(tmp_path, certs_dir, "--upstream", dead, "--replay", str(rec), questions="four,one")
@@ -211,7 +273,11 @@ def test_proxy_replay_mode(make_proxy, tmp_path):
     assert ask(client, "long running").headers["x-turnout-cache"] == "replay"
     with pytest.raises(openai.BadRequestError) as exc:
         ask(client, "never recorded")
-    assert exc.value.body["type"] == "turnout_replay_miss" if isinstance(exc.value.body, dict) and "type" in exc.value.body else "turnout_replay_miss" in str(exc.value)
+    assert (
+        exc.value.body["type"] == "turnout_replay_miss"
+        if isinstance(exc.value.body, dict) and "type" in exc.value.body
+        else "turnout_replay_miss" in str(exc.value)
+    )
 
 
 def test_config_cache_table_is_honoured_and_unknown_keys_refused(make_proxy, tmp_path, upstream):
@@ -228,10 +294,17 @@ def test_config_cache_table_is_honoured_and_unknown_keys_refused(make_proxy, tmp
         client.chat.completions.create(model="gpt-4o", temperature=0, messages=[{"role": "user", "content": "cfg off"}])
     assert len(upstream.requests) == before + 2  # [cache] enabled = false: both went upstream
     bad = tmp_path / "bad.toml"
-    for text, needle in (("[cache]\nttl_seconds = 5\n", "unknown key(s) ['ttl_seconds']"), ("[proxy]\nport = 1\n", "unknown table(s) ['proxy']")):
+    for text, needle in (
+        ("[cache]\nttl_seconds = 5\n", "unknown key(s) ['ttl_seconds']"),
+        ("[proxy]\nport = 1\n", "unknown table(s) ['proxy']"),
+    ):
         bad.write_text(text)
-        out = subprocess.run(turnout_cmd("proxy", "--port", "0", "--config", str(bad), "--db", str(tmp_path / "x.db")),
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            turnout_cmd("proxy", "--port", "0", "--config", str(bad), "--db", str(tmp_path / "x.db")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode != 0 and needle in out.stdout + out.stderr, out.stdout + out.stderr
 
 

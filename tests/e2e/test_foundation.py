@@ -22,12 +22,16 @@ from turnout.router.tokens import count_tokens
 
 
 def chat(client, content="hello there", **kw):
-    return client.chat.completions.create(model=kw.pop("model", "gpt-4o"), messages=[{"role": "user", "content": content}], **kw)
+    return client.chat.completions.create(
+        model=kw.pop("model", "gpt-4o"), messages=[{"role": "user", "content": content}], **kw
+    )
 
 
 def test_sync_chat_is_forwarded_and_recorded(proxy, upstream):
     client = proxy.client()
-    r = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hello there"}])
+    r = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hello there"}]
+    )
     completion = r.parse()
     assert completion.choices[0].message.content == "echo from gpt-4o: hello there"
     assert r.headers["x-request-id"].startswith("req_")
@@ -60,7 +64,12 @@ def test_api_key_is_never_stored(proxy):
 def test_async_client(proxy):
     async def go():
         client = proxy.async_client()
-        rs = await asyncio.gather(*(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"n{i}"}]) for i in range(5)))
+        rs = await asyncio.gather(
+            *(
+                client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"n{i}"}])
+                for i in range(5)
+            )
+        )
         await client.close()
         return rs
 
@@ -110,17 +119,30 @@ def test_stream_is_not_buffered(proxy):
 
 def test_tool_calls_plain_and_streamed(proxy):
     client = proxy.client()
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     r = chat(client, "weather in Paris?", tools=tools)
     call = r.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris", "unit": "c"}
     chunks = list(chat(client, "weather in Paris?", tools=tools, stream=True))
-    args = "".join(tc.function.arguments or "" for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or ()))
+    args = "".join(
+        tc.function.arguments or "" for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or ())
+    )
     assert json.loads(args) == {"city": "Paris", "unit": "c"}
     rows = proxy.wait_rows(2)
     assert [r["finish_reason"] for r in rows] == ["tool_calls", "tool_calls"]
     streamed = json.loads(rows[1]["response_body"])["choices"][0]["message"]["tool_calls"][0]
-    assert streamed["function"]["name"] == "get_weather" and json.loads(streamed["function"]["arguments"])["city"] == "Paris"
+    assert (
+        streamed["function"]["name"] == "get_weather"
+        and json.loads(streamed["function"]["arguments"])["city"] == "Paris"
+    )
 
 
 def test_429_stays_a_rate_limit_error(proxy):
@@ -156,29 +178,67 @@ def test_embeddings_responses_and_legacy_completions(proxy):
     assert by_endpoint[("embeddings", 0)]["prompt_tokens"] == 3
     assert by_endpoint[("embeddings", 0)]["cost_usd"] == pytest.approx(3 * 0.02 / 1e6)
     assert by_endpoint[("responses", 0)]["completion_tokens"] == 5
-    assert by_endpoint[("responses", 1)]["prompt_tokens"] == 2 and by_endpoint[("responses", 1)]["finish_reason"] == "completed"
+    assert (
+        by_endpoint[("responses", 1)]["prompt_tokens"] == 2
+        and by_endpoint[("responses", 1)]["finish_reason"] == "completed"
+    )
     assert by_endpoint[("completions", 0)]["prompt_tokens"] == 2
 
 
 def test_curl_and_bad_bodies(proxy, upstream):
     env = proxy.env
-    base = ["curl", "-sS", "--proxy", env["HTTPS_PROXY"], "--cacert", env["CURL_CA_BUNDLE"], "-H", "authorization: Bearer sk-curl-0000000000"]
+    base = [
+        "curl",
+        "-sS",
+        "--proxy",
+        env["HTTPS_PROXY"],
+        "--cacert",
+        env["CURL_CA_BUNDLE"],
+        "-H",
+        "authorization: Bearer sk-curl-0000000000",
+    ]
     url = "https://api.openai.com/v1/chat/completions"
-    out = subprocess.run(base + ["-H", "content-type: application/json", "-d", '{"model": "gpt-4o", "messages": [{"role":"user","content":"via curl"}]}', url], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        base
+        + [
+            "-H",
+            "content-type: application/json",
+            "-d",
+            '{"model": "gpt-4o", "messages": [{"role":"user","content":"via curl"}]}',
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["choices"][0]["message"]["content"] == "echo from gpt-4o: via curl"
     # not JSON: the upstream's own 400 reaches the client, the flow is recorded with the error
-    out = subprocess.run(base + ["-w", "\n%{http_code}", "-d", '{"model": "gpt-4o", "messa', url], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        base + ["-w", "\n%{http_code}", "-d", '{"model": "gpt-4o", "messa', url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.rsplit("\n", 1)[1] == "400" and "could not parse the JSON" in out.stdout
     # gzip-encoded request body is parsed for the ledger and reaches upstream intact
     gz = gzip.compress(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "zipped"}]}).encode())
-    out = subprocess.run(base + ["-H", "content-encoding: gzip", "-H", "content-type: application/json", "--data-binary", "@-", url], input=gz, capture_output=True, check=True)
+    out = subprocess.run(
+        base + ["-H", "content-encoding: gzip", "-H", "content-type: application/json", "--data-binary", "@-", url],
+        input=gz,
+        capture_output=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["choices"][0]["message"]["content"] == "echo from gpt-4o: zipped"
     # an unknown path is forwarded and recorded without parsing
     out = subprocess.run(base + ["https://api.openai.com/v1/models"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["data"][0]["id"] == "gpt-4o"
     rows = proxy.wait_rows(4)
     assert rows[0]["requested_model"] == "gpt-4o" and rows[0]["error"] is None
-    assert rows[1]["status_code"] == 400 and "not JSON" in (rows[1]["error"] or "") or "could not parse" in (rows[1]["error"] or "")
+    assert (
+        rows[1]["status_code"] == 400
+        and "not JSON" in (rows[1]["error"] or "")
+        or "could not parse" in (rows[1]["error"] or "")
+    )
     assert rows[2]["prompt_tokens"] == 1 and rows[2]["requested_model"] == "gpt-4o"
     assert rows[3]["endpoint"] is None and rows[3]["path"] == "/v1/models" and rows[3]["status_code"] == 200
 
@@ -227,7 +287,9 @@ def test_client_abort_mid_stream_is_recorded_as_partial(proxy, upstream):
     assert proxy.proc.poll() is None
     # the provider bills the prompt and what it generated before the cut: counted in gpt-4o's encoding
     assert row["usage_estimated"] == 1
-    assert row["prompt_tokens"] == prompt_tokens({"model": "gpt-4o", "messages": [{"role": "user", "content": "w " * 40}]})
+    assert row["prompt_tokens"] == prompt_tokens(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "w " * 40}]}
+    )
     assert row["completion_tokens"] == count_tokens(partial, "gpt-4o") > 0
     assert row["cost_usd"] == pytest.approx(row["prompt_tokens"] * 2.5e-6 + row["completion_tokens"] * 10e-6)
 
@@ -249,7 +311,9 @@ def _stream_in_background(client, chunks: int) -> tuple[threading.Event, list[st
 
     def run():
         try:
-            for ch in chat(client, "z " * 40, stream=True, extra_headers={"x-test-chunks": str(chunks), "x-test-delay-ms": "100"}):
+            for ch in chat(
+                client, "z " * 40, stream=True, extra_headers={"x-test-chunks": str(chunks), "x-test-delay-ms": "100"}
+            ):
                 if ch.choices and ch.choices[0].delta.content:
                     pieces.append(ch.choices[0].delta.content)
         except BaseException as e:  # noqa: BLE001 - the test reads it
@@ -301,7 +365,9 @@ def test_sigterm_past_the_drain_records_the_stream_as_partial(make_proxy):
     assert rows[1]["stream"] == 1 and rows[1]["error"] == "turnout shut down before the flow finished"
     assert pieces and errors  # the client saw the stream start, then lose its connection
     assert rows[0]["usage_estimated"] is None and rows[1]["usage_estimated"] == 1  # counted at shutdown
-    assert rows[1]["completion_tokens"] == count_tokens(json.loads(rows[1]["response_body"])["choices"][0]["message"]["content"], "gpt-4o")
+    assert rows[1]["completion_tokens"] == count_tokens(
+        json.loads(rows[1]["response_body"])["choices"][0]["message"]["content"], "gpt-4o"
+    )
 
 
 def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
@@ -319,13 +385,20 @@ def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
     (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
     class H(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -344,9 +417,20 @@ def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         out = subprocess.run(
-            ["curl", "-sS", "--noproxy", "", "--proxy", proxy.env["HTTPS_PROXY"], "--cacert", str(tmp_path / "c.pem"),
-             f"https://localhost:{srv.server_address[1]}/"],
-            capture_output=True, text=True, timeout=20,
+            [
+                "curl",
+                "-sS",
+                "--noproxy",
+                "",
+                "--proxy",
+                proxy.env["HTTPS_PROXY"],
+                "--cacert",
+                str(tmp_path / "c.pem"),
+                f"https://localhost:{srv.server_address[1]}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout == "ok"
@@ -394,7 +478,10 @@ def test_turnout_run_wraps_a_command(tmp_path, certs_dir, upstream):
     env = {**os.environ, "TURNOUT_CERTS": str(certs_dir)}
     out = subprocess.run(
         turnout_cmd("run", "--db", str(db), "--upstream", upstream.url, "--", sys.executable, str(script)),
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 3, out.stderr
     assert out.stdout.strip() == "echo from gpt-4o: from run"
@@ -412,9 +499,24 @@ def test_mitmdump_script_with_set_options(tmp_path, certs_dir, upstream):
     from conftest import ROOT, Proxy
 
     proc = subprocess.Popen(
-        [mitmdump, "-s", str(ROOT / "addons" / "turnout.py"), "--listen-port", "0", "--set", f"confdir={certs_dir}",
-         "--set", f"turnout_db={db}", "--set", f"turnout_upstream={upstream.url}", "--set", "flow_detail=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            mitmdump,
+            "-s",
+            str(ROOT / "addons" / "turnout.py"),
+            "--listen-port",
+            "0",
+            "--set",
+            f"confdir={certs_dir}",
+            "--set",
+            f"turnout_db={db}",
+            "--set",
+            f"turnout_upstream={upstream.url}",
+            "--set",
+            "flow_detail=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         port = None
@@ -425,10 +527,18 @@ def test_mitmdump_script_with_set_options(tmp_path, certs_dir, upstream):
         assert port
         p = Proxy(db, [], certs_dir)
         p.port = port
-        env = subprocess.run(turnout_cmd("env", "--port", str(port)), env={**os.environ, "TURNOUT_CERTS": str(certs_dir)}, capture_output=True, text=True).stdout
+        env = subprocess.run(
+            turnout_cmd("env", "--port", str(port)),
+            env={**os.environ, "TURNOUT_CERTS": str(certs_dir)},
+            capture_output=True,
+            text=True,
+        ).stdout
         import shlex
 
-        p.env = {line.removeprefix("export ").split("=", 1)[0]: shlex.split(line.split("=", 1)[1])[0] for line in env.splitlines()}
+        p.env = {
+            line.removeprefix("export ").split("=", 1)[0]: shlex.split(line.split("=", 1)[1])[0]
+            for line in env.splitlines()
+        }
         assert chat(p.client()).choices[0].message.content == "echo from gpt-4o: hello there"
         assert len(p.wait_rows(1)) == 1
     finally:
@@ -438,7 +548,16 @@ def test_mitmdump_script_with_set_options(tmp_path, certs_dir, upstream):
 
 def test_env_exports(proxy):
     env = proxy.env
-    for k in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "NODE_USE_ENV_PROXY"):
+    for k in (
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "NODE_USE_ENV_PROXY",
+    ):
         assert k in env
     assert env["NO_PROXY"] == "localhost,127.0.0.1,::1" and env["NODE_USE_ENV_PROXY"] == "1"
     bundle = open(env["SSL_CERT_FILE"]).read()
@@ -471,7 +590,9 @@ def test_streams_back_to_back_on_one_keep_alive_connection(proxy):
         client = proxy.async_client(max_retries=0)
         texts = []
         for i in range(4):
-            stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"keep {i}"}], stream=True)
+            stream = await client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"keep {i}"}], stream=True
+            )
             texts.append("".join([c.choices[0].delta.content or "" async for c in stream if c.choices]))
         await client.close()
         return texts

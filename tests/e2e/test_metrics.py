@@ -40,7 +40,9 @@ def test_metrics_endpoint_counts_calls(make_proxy) -> None:
     client = proxy.client()
     for _ in range(2):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "count me please"}])
-    stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     list(stream)
     import openai
 
@@ -76,4 +78,6 @@ def test_metrics_endpoint_counts_calls(make_proxy) -> None:
     hits = [r for r in rows if r["cache"] == "hit"]
     assert (value(text, "turnout_cache_hits_total", **labels) or 0) == len(hits)
     if hits:
-        assert value(text, "turnout_cache_saved_usd_total", **labels) == pytest.approx(sum(r["saved_usd"] for r in hits))
+        assert value(text, "turnout_cache_saved_usd_total", **labels) == pytest.approx(
+            sum(r["saved_usd"] for r in hits)
+        )

@@ -70,7 +70,9 @@ def test_mitmweb_shows_conversation_stream_and_comment(web) -> None:
     assert len(flows) == 3, flows
     by_model: dict[str, list[dict[str, Any]]] = {}
     for f in flows:
-        by_model.setdefault(json.loads(api.get(f"/flows/{f['id']}/request/content/Raw.json")["text"])["model"], []).append(f)
+        by_model.setdefault(
+            json.loads(api.get(f"/flows/{f['id']}/request/content/Raw.json")["text"])["model"], []
+        ).append(f)
     (plain, repeat), (streamed,) = by_model["gpt-4o"], by_model["gpt-4o-mini"]
 
     # a cache hit is marked ⚡ in the flow list, and says so in its comment
@@ -116,15 +118,21 @@ def test_mitmweb_never_holds_credentials_in_flight_or_after(web) -> None:
     client = proxy.client(api_key=key)
     slow = threading.Thread(
         target=lambda: client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "in flight"}],
-            extra_headers={"x-test-hang-ms": "1500"}, extra_query={"api-key": "WEBQUERYSECRET"},
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "in flight"}],
+            extra_headers={"x-test-hang-ms": "1500"},
+            extra_query={"api-key": "WEBQUERYSECRET"},
         )  # fmt: skip
     )
     slow.start()
     deadline = time.monotonic() + 5
     in_flight: list[dict[str, Any]] = []
     while not in_flight and time.monotonic() < deadline:
-        in_flight = [f for f in api.get("/flows") if f.get("request", {}).get("path", "").startswith("/v1/") and not f.get("response")]
+        in_flight = [
+            f
+            for f in api.get("/flows")
+            if f.get("request", {}).get("path", "").startswith("/v1/") and not f.get("response")
+        ]
         time.sleep(0.05)
     assert in_flight, "the in-flight flow never showed"
     text = json.dumps(in_flight)

@@ -56,7 +56,10 @@ def test_surrogates_and_raw_bytes_never_stop_the_ledger(make_proxy, upstream):
     # the model's own output: an emoji's surrogate pair split across two stream chunks
     pieces = json.dumps(["smile ", "\ud83d", "\ude00", " done"])
     stream = client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "split"}], stream=True, extra_headers={"x-test-pieces": pieces}
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "split"}],
+        stream=True,
+        extra_headers={"x-test-pieces": pieces},
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "smile \ud83d\ude00 done"
     for i in range(20):
@@ -154,7 +157,9 @@ def test_team_cache_scope_trusts_the_config_not_a_client_header(make_proxy, tmp_
     first = post(proxy, payload, headers=[("authorization", "Bearer sk-payments-key-0001")])
     again = post(proxy, payload, headers=[("authorization", "Bearer sk-payments-key-0001")])
     assert (first.headers["x-turnout-cache"], again.headers["x-turnout-cache"]) == ("miss", "hit")
-    intruder = post(proxy, payload, headers=[("authorization", "Bearer sk-someone-else-01"), ("x-turnout-team", "payments")])
+    intruder = post(
+        proxy, payload, headers=[("authorization", "Bearer sk-someone-else-01"), ("x-turnout-team", "payments")]
+    )
     assert intruder.headers["x-turnout-cache"] == "miss"
     rows = proxy.wait_rows(3)
     assert rows[2]["team"] == "payments" and rows[2]["team_source"] == "header"  # attributed, not trusted
@@ -204,11 +209,18 @@ def test_team_budget_holds_for_key_labels_and_headers(make_proxy, tmp_path):
     # unlabelled traffic that names the team counts under it too
     other = proxy.client(api_key="sk-unlabelled-key-0001", max_retries=0)
     with pytest.raises(openai.RateLimitError):
-        other.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q5"}], extra_headers={"x-turnout-team": "search"})
+        other.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "q5"}], extra_headers={"x-turnout-team": "search"}
+        )
     other.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q6"}])  # no team: no budget
     rows = proxy.wait_rows(6)
     assert [(r["team"], r["status_code"]) for r in rows] == [
-        ("search", 200), ("search", 200), ("search", 429), ("search", 429), ("search", 429), (None, 200)
+        ("search", 200),
+        ("search", 200),
+        ("search", 429),
+        ("search", 429),
+        ("search", 429),
+        (None, 200),
     ]
     assert [r["team_source"] for r in rows] == ["key", "key", "key", "key", "header", None]
 
@@ -221,7 +233,11 @@ def test_cut_and_non_json_answers_are_recorded_as_the_client_got_them(make_proxy
     auth = ("authorization", "Bearer sk-test-key-0001")
     r = post(proxy, body("cut"), headers=[auth, ("x-test-body", json.dumps('{"choices": [')), ("x-test-cut", "50")])
     assert r.status == 502
-    r = post(proxy, body("html"), headers=[auth, ("x-test-body", json.dumps("<html>portal</html>")), ("x-test-content-type", "text/html")])
+    r = post(
+        proxy,
+        body("html"),
+        headers=[auth, ("x-test-body", json.dumps("<html>portal</html>")), ("x-test-content-type", "text/html")],
+    )
     assert r.status == 200
     cut, html = proxy.wait_rows(2)
     assert cut["status_code"] == 502 and "did not arrive whole" in cut["error"]
@@ -232,12 +248,16 @@ def test_savings_count_no_cache_hit_as_a_paid_call(make_proxy, tmp_path):
     proxy = make_proxy()
     client = proxy.client()
     for _ in range(3):
-        client.chat.completions.create(model="gpt-4o", temperature=0, messages=[{"role": "user", "content": "What is the capital of France?"}])
+        client.chat.completions.create(
+            model="gpt-4o", temperature=0, messages=[{"role": "user", "content": "What is the capital of France?"}]
+        )
     rows = proxy.wait_rows(3)
     assert [r["cache"] for r in rows] == ["miss", "hit", "hit"]
     assert rows[1]["projected_cost_usd"] is None and rows[0]["projected_cost_usd"] is not None
     proxy.stop()
-    out = subprocess.run(turnout_cmd("savings", "--db", str(proxy.db), "--format", "json"), capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        turnout_cmd("savings", "--db", str(proxy.db), "--format", "json"), capture_output=True, text=True, check=True
+    )
     totals = json.loads(out.stdout)["totals"]
     assert totals["calls"] == 1 and totals["cache_hits"] == 2 and totals["saving_usd"] > 0
 
@@ -263,10 +283,14 @@ def test_a_killed_store_does_not_hold_sigterm(make_proxy, tmp_path):
     conn = sqlite3.connect(db)
     conn.execute("begin exclusive")  # another process holds the write lock: every write now fails with 'locked'
     try:
-        r = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "during"}])
+        r = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "during"}]
+        )
         deadline = time.monotonic() + 60
         while r.headers.get("x-turnout-ledger") != "failing" and time.monotonic() < deadline:
-            r = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "during"}])
+            r = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "during"}]
+            )
         assert r.headers.get("x-turnout-ledger") == "failing"
         started = time.monotonic()
         proxy.stop()

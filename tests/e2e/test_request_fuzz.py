@@ -13,14 +13,28 @@ from hypothesis import strategies as st
 from rawclient import https
 
 texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)  # surrogates and controls included
-scalars = st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | st.floats(allow_nan=False) | texts
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4), max_leaves=30)
-message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "tool", "x"]), "content": json_values})
+scalars = (
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | st.floats(allow_nan=False) | texts
+)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4), max_leaves=30
+)
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant", "tool", "x"]), "content": json_values}
+)
 chat_bodies = st.fixed_dictionaries(
     {"model": texts | st.sampled_from(["gpt-4o", "gpt-4o-mini"]), "messages": st.lists(message, max_size=3)},
-    optional={"temperature": scalars, "user": json_values, "tools": json_values, "stream": st.booleans(), "metadata": json_values},
+    optional={
+        "temperature": scalars,
+        "user": json_values,
+        "tools": json_values,
+        "stream": st.booleans(),
+        "metadata": json_values,
+    },
 )
-nested = st.integers(min_value=1, max_value=3000).map(lambda n: b'{"model": "gpt-4o", "messages": ' + b"[" * n + b"]" * n + b"}")
+nested = st.integers(min_value=1, max_value=3000).map(
+    lambda n: b'{"model": "gpt-4o", "messages": ' + b"[" * n + b"]" * n + b"}"
+)
 
 
 def encode(value) -> bytes:
@@ -30,8 +44,12 @@ def encode(value) -> bytes:
 payloads = (chat_bodies | json_values).map(encode) | nested | st.binary(max_size=200)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(payload=payloads, team=st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b and b"\0" not in b))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    payload=payloads, team=st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b and b"\0" not in b)
+)
 def test_any_request_is_answered_recorded_and_kept_to_the_upstream(fuzz_proxy, upstream, payload, team):
     proxy, sent = fuzz_proxy
     r = https(

@@ -13,7 +13,9 @@ SIMPLE = "What is the capital of France?"
 
 
 def ask(client, content=SIMPLE, model="gpt-4o"):
-    return client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": content}])
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": content}]
+    )
 
 
 def test_route_mode_rewrites_the_model(make_proxy, upstream):
@@ -72,13 +74,21 @@ def test_classify_round_trips_the_shared_data(tmp_path):
     data = ROOT / "router" / "data" / "routellm_train.jsonl"
     lines = data.read_text().split("\n")
     lines = [line for line in lines if line.strip()][:400]
-    out = subprocess.run(turnout_cmd("classify"), input="\n".join(lines) + "\n", capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        turnout_cmd("classify"), input="\n".join(lines) + "\n", capture_output=True, text=True, check=True, timeout=120
+    )
     results = [json.loads(x) for x in out.stdout.splitlines()]
     assert len(results) == len(lines)
     assert [r["id"] for r in results] == [json.loads(line)["id"] for line in lines]
     for r in results:
         assert {"task", "score", "decision", "would_route_to"} <= set(r)
-    bad = subprocess.run(turnout_cmd("classify"), input='{"model": "gpt-4o", "messages": []}\nnot json\n', capture_output=True, text=True, check=True)
+    bad = subprocess.run(
+        turnout_cmd("classify"),
+        input='{"model": "gpt-4o", "messages": []}\nnot json\n',
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     first, second = [json.loads(x) for x in bad.stdout.splitlines()]
     assert "decision" in first and "error" in second
     claude = '{"model": "claude-sonnet-5-5", "max_tokens": 64, "system": "Be brief.", "messages": [{"role": "user", "content": "What is the capital of France?"}]}\n'
@@ -87,13 +97,20 @@ def test_classify_round_trips_the_shared_data(tmp_path):
     by_provider = {
         p: json.loads(
             subprocess.run(
-                turnout_cmd("classify", "--provider", p, "--config", str(cfg)), input=claude, capture_output=True, text=True, check=True
+                turnout_cmd("classify", "--provider", p, "--config", str(cfg)),
+                input=claude,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
         )
         for p in ("openai", "anthropic")
     }
     assert by_provider["openai"]["decision"] == "skip"  # no Claude model on OpenAI's ladders
-    assert (by_provider["anthropic"]["decision"], by_provider["anthropic"]["would_route_to"]) == ("route", "claude-haiku-5-5")
+    assert (by_provider["anthropic"]["decision"], by_provider["anthropic"]["would_route_to"]) == (
+        "route",
+        "claude-haiku-5-5",
+    )
     assert by_provider["anthropic"]["task"] == "qa"
 
 
@@ -102,12 +119,20 @@ def test_savings_report(proxy):
         ask(proxy.client(), q)
     proxy.wait_rows(2)
     proxy.stop()
-    out = subprocess.run(turnout_cmd("savings", "--db", str(proxy.db), "--format", "json"), capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        turnout_cmd("savings", "--db", str(proxy.db), "--format", "json"), capture_output=True, text=True, check=True
+    )
     data = json.loads(out.stdout)
     assert data["totals"]["calls"] == 2
     assert data["totals"]["saving_usd"] > 0
     assert {g["would_route_to"] for g in data["groups"]} == {"gpt-4o-mini"}
-    table = subprocess.run(turnout_cmd("savings", "--db", str(proxy.db)), capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "160"})
+    table = subprocess.run(
+        turnout_cmd("savings", "--db", str(proxy.db)),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert "gpt-4o → gpt-4o-mini" in table.stdout and "total" in table.stdout
 
 
@@ -117,13 +142,20 @@ def test_train_then_classify_with_the_new_model(tmp_path):
     small = tmp_path / "small.jsonl"
     small.write_text("\n".join(lines[:300] + lines[-150:]) + "\n")
     model = tmp_path / "model.json"
-    out = subprocess.run(turnout_cmd("train", "--data", str(small), "--out", str(model)), capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "COLUMNS": "120"})
+    out = subprocess.run(
+        turnout_cmd("train", "--data", str(small), "--out", str(model)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert out.returncode == 0, out.stderr
     assert "APGR" in out.stdout and "overall" in out.stdout
     artifact = json.loads(model.read_text())  # plain JSON, loadable without executing anything
     assert artifact["version"]
     cfg = tmp_path / "t.toml"
     cfg.write_text(f'[router]\nmodel_path = "{model}"\nthreshold = 0.5\n')
-    res = subprocess.run(turnout_cmd("classify", "--config", str(cfg)), input=lines[0] + "\n", capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        turnout_cmd("classify", "--config", str(cfg)), input=lines[0] + "\n", capture_output=True, text=True, check=True
+    )
     assert json.loads(res.stdout)["score"] is not None

@@ -26,7 +26,11 @@ SUMMARY = "Summarise the document for user {email}. Keep it under {n} words. Doc
 
 
 def chat(system: str, text: str = "hello", **extra) -> dict:
-    return {"model": "gpt-4o", "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}], **extra}
+    return {
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+        **extra,
+    }
 
 
 def support(i: int) -> str:
@@ -77,10 +81,17 @@ def test_prompt_parts_of_responses_and_content_parts():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.emails(), st.uuids(), st.integers(min_value=0, max_value=10**12), st.text(alphabet="abcdefgh ", min_size=1, max_size=30))
+@given(
+    st.emails(),
+    st.uuids(),
+    st.integers(min_value=0, max_value=10**12),
+    st.text(alphabet="abcdefgh ", min_size=1, max_size=30),
+)
 def test_fingerprint_is_stable_under_any_variable_data(email, uuid, number, quoted):
     body = chat(f'You are a billing bot. Customer {email}, account {uuid}, balance {number}. Note: "{quoted}"')
-    base = chat('You are a billing bot. Customer a@b.co, account 00000000-0000-0000-0000-000000000000, balance 1. Note: "x"')
+    base = chat(
+        'You are a billing bot. Customer a@b.co, account 00000000-0000-0000-0000-000000000000, balance 1. Note: "x"'
+    )
     assert template_for(body) == template_for(base)
 
 
@@ -110,7 +121,9 @@ CFG = parse_attribution(
 
 
 def run(body, headers=None, key=None, path="/v1/chat/completions", cfg=CFG):
-    return attribute(path=path, model=(body or {}).get("model"), body=body, headers=headers or {}, api_key_fp=key, config=cfg)
+    return attribute(
+        path=path, model=(body or {}).get("model"), body=body, headers=headers or {}, api_key_fp=key, config=cfg
+    )
 
 
 def test_precedence_header_over_rule_over_body_over_automatic():

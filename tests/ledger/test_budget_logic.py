@@ -153,7 +153,10 @@ def test_reserve_settle_release_arithmetic():
 
 
 def test_scoped_budgets_count_per_value_and_match_only_their_value():
-    b = book({"name": "per-team", "scope": "team", "requests": 1}, {"name": "search", "scope": "team", "match": "search", "requests": 5})
+    b = book(
+        {"name": "per-team", "scope": "team", "requests": 1},
+        {"name": "search", "scope": "team", "match": "search", "requests": 5},
+    )
     a = {**G, "team": "a"}
     assert b.reserve(a, 0, 0, 0).admitted
     assert b.reserve(a, 0, 0, 0).blocked_by.name == "per-team"
@@ -243,7 +246,10 @@ def test_rebuild_from_ledger(tmp_path):
 
 
 def test_worst_case_estimate():
-    body = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]}
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}],
+    }
     p = prompt_tokens(body)
     assert 5 <= p <= 30
     assert max_output(body, 4096) == 4096
@@ -305,7 +311,13 @@ def test_parse_breakers():
         {"loop_threshold": 5, "loop_window": "10s", "output_cap": 4096, "output_cap_features": {"sum": 512},
          "spike": [{"scope": "key", "rpm": 600, "tpm": 1000}]}
     )  # fmt: skip
-    assert (cfg.loop_threshold, cfg.loop_window, cfg.cap_for("sum"), cfg.cap_for("x"), cfg.cap_for(None)) == (5, 10, 512, 4096, 4096)
+    assert (cfg.loop_threshold, cfg.loop_window, cfg.cap_for("sum"), cfg.cap_for("x"), cfg.cap_for(None)) == (
+        5,
+        10,
+        512,
+        4096,
+        4096,
+    )
     assert cfg.spikes == (SpikeSpec("key", 600, 1000),)
     with pytest.raises(ValueError, match="unknown"):
         parse_breakers({"loop": 1})

@@ -6,23 +6,38 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from turnout.ledger.cache import CacheIndex, CacheLimits
-from turnout.ledger.canonical import canonical_json, canonical_request, first_difference, loosen, loosen_text, request_key
+from turnout.ledger.canonical import (
+    canonical_json,
+    canonical_request,
+    first_difference,
+    loosen,
+    loosen_text,
+    request_key,
+)
 
 
 def key(body, model=None, scope="key:a", endpoint="chat"):
     return request_key(canonical_json(canonical_request(endpoint, body, model or body.get("model"))), scope)
 
 
-BASE = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]}
+BASE = {
+    "model": "gpt-4o",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}],
+}
 
 
 def test_same_request_same_key_regardless_of_json_form():
     text = json.dumps(BASE)
     reordered = json.loads(json.dumps({"messages": BASE["messages"], "model": "gpt-4o"}, indent=3))
     assert key(json.loads(text)) == key(reordered)
-    assert key({**BASE, "user": "u1", "metadata": {"a": "b"}, "stream": True, "stream_options": {"include_usage": True}}) == key(BASE)
+    assert key(
+        {**BASE, "user": "u1", "metadata": {"a": "b"}, "stream": True, "stream_options": {"include_usage": True}}
+    ) == key(BASE)
     assert key({**BASE, "temperature": 1.0}) == key({**BASE, "temperature": 1}) == key(BASE)
-    parts = {**BASE, "messages": [BASE["messages"][0], {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]}]}
+    parts = {
+        **BASE,
+        "messages": [BASE["messages"][0], {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]}],
+    }
     assert key(parts) == key(BASE)
     assert key({**BASE, "messages": [*BASE["messages"][:1], {**BASE["messages"][1], "name": None}]}) == key(BASE)
 
@@ -43,7 +58,13 @@ def test_anything_that_changes_the_answer_changes_the_key():
     assert key(BASE, endpoint="responses") != k
 
 
-@given(st.dictionaries(st.sampled_from(["model", "messages", "temperature", "seed", "user", "tools", "n"]), st.integers() | st.text(max_size=5) | st.none(), max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(["model", "messages", "temperature", "seed", "user", "tools", "n"]),
+        st.integers() | st.text(max_size=5) | st.none(),
+        max_size=6,
+    )
+)
 def test_canonical_form_is_stable_and_total(body):
     c1 = canonical_json(canonical_request("chat", body, None))
     c2 = canonical_json(canonical_request("chat", json.loads(json.dumps(body)), None))
@@ -63,7 +84,9 @@ def test_fuzzy_matching_ignores_prose_form_but_not_numbers_words_or_code():
 
 def test_first_difference_names_the_field():
     a = canonical_request("chat", BASE, None)
-    b = canonical_request("chat", {**BASE, "messages": [BASE["messages"][0], {"role": "user", "content": "changed"}]}, None)
+    b = canonical_request(
+        "chat", {**BASE, "messages": [BASE["messages"][0], {"role": "user", "content": "changed"}]}, None
+    )
     assert first_difference(a, b) == ("messages[1].content", "What is 2+2?", "changed")
     assert first_difference(a, a) is None
 

@@ -42,7 +42,9 @@ def test_unreported_usage_counts_prompt_and_output_in_the_models_encoding():
 
 def test_the_providers_own_numbers_win_where_it_sent_them():
     started = Usage(prompt_tokens=812, cached_prompt_tokens=800, completion_tokens=1)  # Anthropic's message_start
-    u = unreported_usage(started, {"content": [{"type": "text", "text": "one two three four"}]}, BODY, "claude-sonnet-4-5")
+    u = unreported_usage(
+        started, {"content": [{"type": "text", "text": "one two three four"}]}, BODY, "claude-sonnet-4-5"
+    )
     assert u.prompt_tokens == 812 and u.cached_prompt_tokens == 800
     assert u.completion_tokens == count_tokens("one two three four", "claude-sonnet-4-5") > 1
 
@@ -61,9 +63,29 @@ def test_anthropic_usage_is_final_only_after_message_delta():
 
 def test_chat_usage_is_final_with_the_usage_chunk():
     s = oa.ChatStream()
-    feed(s, [{"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}])
+    feed(
+        s,
+        [
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {"content": "Hi"}}],
+            }
+        ],
+    )
     assert not s.usage_final and output_text(s.result()) == "Hi"
-    feed(s, [{"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}])
+    feed(
+        s,
+        [
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+            }
+        ],
+    )
     assert s.usage_final
 
 

@@ -64,7 +64,12 @@ def test_failures_are_named():
 def test_a_stream_is_recorded_from_its_assembled_copy():
     llm = flow(stream=True)
     asm = llm.recording.assembler = llm.provider.stream_assembler("chat")
-    chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "par"}}]}
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": "par"}}],
+    }
     for ev in SSEParser().feed(f"data: {json.dumps(chunk)}\n\n".encode()):
         asm.feed(ev)
     llm.recording.first_byte_at = STARTED + 0.1

@@ -68,7 +68,9 @@ def test_key_fingerprint():
 
 def test_prices_from_genai_prices_and_overrides(tmp_path):
     book = PriceBook()
-    assert book.cost("openai", "gpt-4o", Usage(1000, 200, 100)) == pytest.approx((800 * 2.5 + 200 * 1.25 + 100 * 10) / 1e6)
+    assert book.cost("openai", "gpt-4o", Usage(1000, 200, 100)) == pytest.approx(
+        (800 * 2.5 + 200 * 1.25 + 100 * 10) / 1e6
+    )
     assert book.cost("openai", "gpt-4o-2024-08-06", Usage(1000, 0, 0)) == pytest.approx(0.0025)
     assert book.cost("openai", "my-llama", Usage(1000, 0, 0)) is None
     f = tmp_path / "prices.toml"
@@ -142,7 +144,10 @@ def test_a_row_sqlite_refuses_is_set_aside_and_the_rest_land(tmp_path):
     w.submit("flows", {"id": "b"})
     assert w.flush(timeout=10) and w.healthy and w.rejected == 1
     db = sqlite3.connect(tmp_path / "l.db")
-    assert db.execute("select id, user, response_body from flows order by id").fetchall() == [("a", "u\ufffd", "😀"), ("b", None, None)]
-    (kind, message, data), = db.execute("select kind, message, data from events").fetchall()
+    assert db.execute("select id, user, response_body from flows order by id").fetchall() == [
+        ("a", "u\ufffd", "😀"),
+        ("b", None, None),
+    ]
+    ((kind, message, data),) = db.execute("select kind, message, data from events").fetchall()
     assert kind == "ledger_row_rejected" and "datatype mismatch" in message and '"not-an-integer"' in data
     assert w.close()

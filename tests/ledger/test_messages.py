@@ -34,7 +34,11 @@ def test_responses_and_anthropic_shapes():
                                                ("assistant", "tool_call", "{}"), ("tool", "tool_result", "ok")]  # fmt: skip
     anthropic = {"system": "S", "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "u"}},
                  {"type": "text", "text": "summarise"}]}]}  # fmt: skip
-    assert kinds(request_parts(anthropic)) == [("system", "text", "S"), ("user", "file", ""), ("user", "text", "summarise")]
+    assert kinds(request_parts(anthropic)) == [
+        ("system", "text", "S"),
+        ("user", "file", ""),
+        ("user", "text", "summarise"),
+    ]
     assert prompt_parts(anthropic) == ("S", "summarise")
     assert prompt_text({"prompt": "once"}) == ("once", 1) and prompt_text({"input": ["a", "b"]}) == ("a\nb", 2)
 
@@ -46,8 +50,18 @@ def test_answers_of_every_api():
     assert text_of(answer_parts({"choices": [{"text": "done"}]})) == "done"
     resp = {"output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A"}]}]}
     assert text_of(answer_parts(resp)) == "A"
-    msg = {"content": [{"type": "thinking", "thinking": "t"}, {"type": "text", "text": "B"}, {"type": "tool_use", "name": "w", "input": {"x": 1}}]}
-    assert kinds(answer_parts(msg)) == [("assistant", "thinking", "t"), ("assistant", "text", "B"), ("assistant", "tool_call", '{"x": 1}')]
+    msg = {
+        "content": [
+            {"type": "thinking", "thinking": "t"},
+            {"type": "text", "text": "B"},
+            {"type": "tool_use", "name": "w", "input": {"x": 1}},
+        ]
+    }
+    assert kinds(answer_parts(msg)) == [
+        ("assistant", "thinking", "t"),
+        ("assistant", "text", "B"),
+        ("assistant", "tool_call", '{"x": 1}'),
+    ]
     assert answer_parts("nope") == [] and request_parts([1, 2]) == []
 
 

@@ -22,7 +22,13 @@ def _events(datas: list[str]) -> bytes:
     return b"".join(encode_event(d) for d in datas)
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30), max_size=10), st.data())
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30),
+        max_size=10,
+    ),
+    st.data(),
+)
 def test_sse_parser_is_chunking_independent(datas, data):
     raw = _events(datas)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
@@ -69,11 +75,22 @@ def test_provider_parsers_never_raise(value):
 
 def test_anthropic_stream_round_trips_through_replay():
     recorded = {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "tool_use",
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "stop_reason": "tool_use",
         "stop_sequence": None,
-        "content": [{"type": "text", "text": "Let me check the weather."},
-                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
-        "usage": {"input_tokens": 10, "output_tokens": 12, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2},
+        "content": [
+            {"type": "text", "text": "Let me check the weather."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+        ],
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 12,
+            "cache_read_input_tokens": 4,
+            "cache_creation_input_tokens": 2,
+        },
     }
     asm = an.stream_assembler("messages")
     parser = SSEParser()
@@ -86,12 +103,47 @@ def test_anthropic_stream_round_trips_through_replay():
 def test_chat_stream_assembles_content_and_tool_calls():
     asm = oa.stream_assembler("chat")
     chunks = [
-        {"id": "c1", "created": 1, "model": "gpt-4o", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {
+            "id": "c1",
+            "created": 1,
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+        },
         {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hel"}}]},
         {"id": "c1", "choices": [{"index": 0, "delta": {"content": "lo"}}]},
-        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]}}]},
-        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}, "finish_reason": "tool_calls"}]},
-        {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 1}}},
+        {
+            "id": "c1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": '{"a"'},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            "id": "c1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        },
+        {
+            "id": "c1",
+            "choices": [],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 1}},
+        },
     ]
     for c in chunks:
         asm.feed(SSEEvent(None, json.dumps(c)))
@@ -99,7 +151,9 @@ def test_chat_stream_assembles_content_and_tool_calls():
     out = asm.result()
     msg = out["choices"][0]["message"]
     assert msg["content"] == "Hello"
-    assert msg["tool_calls"] == [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]
+    assert msg["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ]
     assert out["choices"][0]["finish_reason"] == "tool_calls"
     assert asm.usage == oa.Usage(prompt_tokens=3, cached_prompt_tokens=1, completion_tokens=4, reasoning_tokens=0)
     assert asm.done
@@ -112,7 +166,10 @@ def test_ensure_stream_usage_only_when_missing():
     assert not oa.ensure_stream_usage("chat", {"stream": False})
     assert not oa.ensure_stream_usage("responses", {"stream": True})
     keep = {"stream": True, "stream_options": {"include_obfuscation": False}}
-    assert oa.ensure_stream_usage("chat", keep) and keep["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert oa.ensure_stream_usage("chat", keep) and keep["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
 
 
 def test_every_provider_module_implements_the_whole_interface():

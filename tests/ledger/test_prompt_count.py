@@ -55,7 +55,10 @@ def _count_while_ticking(body: dict) -> tuple[int, int]:
 
 
 def _body(text: str) -> dict:
-    return {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": text}]}
+    return {
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": text}],
+    }
 
 
 def test_long_prompt_counted_in_full_while_other_flows_run():

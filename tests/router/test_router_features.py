@@ -95,7 +95,10 @@ def test_code_math_choices_language():
     assert m.has_latex and m.n_numbers >= 4 and m.n_math_symbols >= 2
     q = extract_features(chat("Which is a mammal?\nA. shark\nB. whale\nC. trout\nD. squid\nAnswer:"))
     assert q.n_choices == 4
-    assert extract_features(chat("¿Dónde está la biblioteca? Necesito un libro para la clase de historia.")).language == "es"
+    assert (
+        extract_features(chat("¿Dónde está la biblioteca? Necesito un libro para la clase de historia.")).language
+        == "es"
+    )
     assert extract_features(chat("请把这段话翻译成英文，谢谢你的帮助")).language == "zh"
     assert extract_features(chat("Привет, как дела? Расскажи мне о погоде")).language == "ru"
 
@@ -116,7 +119,9 @@ def test_hashing_is_stable_across_processes():
         "from turnout.router.features import hashed_word_ngram_set, words_of;"
         "print(sorted(hashed_word_ngram_set(words_of('The quick brown fox, again: the quick brown fox!'), 1 << 16)))"
     )
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
+    )
     assert other.stdout.strip() == str(here)
     assert hashed_char_ngrams("abc abd", 1024) == hashed_char_ngrams("abc abd", 1024)
     assert all(0 <= b < 1024 for b in hashed_char_ngrams("hello wörld", 1024))
@@ -134,15 +139,33 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=25,
 )
-KEYS = ["model", "messages", "input", "instructions", "prompt", "tools", "tool_choice", "response_format",
-        "max_tokens", "modalities", "audio", "reasoning", "reasoning_effort", "text", "prediction", "functions"]
+KEYS = [
+    "model",
+    "messages",
+    "input",
+    "instructions",
+    "prompt",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "max_tokens",
+    "modalities",
+    "audio",
+    "reasoning",
+    "reasoning_effort",
+    "text",
+    "prediction",
+    "functions",
+]
 message = st.dictionaries(st.sampled_from(["role", "content", "tool_calls", "type", "text"]), json_values, max_size=4)
 bodies = st.one_of(
     json_values,
     st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
     st.fixed_dictionaries(
-        {"model": st.sampled_from(["gpt-4o", "gpt-4o-2024-08-06", "o3", "unknown", ""]),
-         "messages": st.lists(st.one_of(message, json_values), max_size=4)},
+        {
+            "model": st.sampled_from(["gpt-4o", "gpt-4o-2024-08-06", "o3", "unknown", ""]),
+            "messages": st.lists(st.one_of(message, json_values), max_size=4),
+        },
         optional={"input": json_values, "tools": json_values, "response_format": json_values},
     ),
 )
@@ -173,8 +196,28 @@ def test_tokens_fallback_without_tiktoken():
 # -- the request-path counters give exactly what their regexes define ------------------------
 
 _PIECES = st.sampled_from(
-    list("abcXYZ019 \t\n.,;{}()=+*/^<>$\\_-:?!") + ["def ", "return", "from x import ", "A) ", "b. ", "(c) ",
-    "\\frac", "$x$", "é", "٣", "日本", "for (", "  }", "1.5", "3,000", "1..2", ".5", "print(", "\r\n"]
+    list("abcXYZ019 \t\n.,;{}()=+*/^<>$\\_-:?!")
+    + [
+        "def ",
+        "return",
+        "from x import ",
+        "A) ",
+        "b. ",
+        "(c) ",
+        "\\frac",
+        "$x$",
+        "é",
+        "٣",
+        "日本",
+        "for (",
+        "  }",
+        "1.5",
+        "3,000",
+        "1..2",
+        ".5",
+        "print(",
+        "\r\n",
+    ]
 )
 _TEXTS = st.lists(_PIECES, max_size=120).map("".join) | st.text(max_size=300)
 
@@ -192,12 +235,19 @@ def test_fast_counters_match_their_regexes(text):
 
 def test_fast_counters_past_the_per_line_limit():
     code = "\n".join(["def f(x):", "    return {x;", "A) one", "}"] * 20)  # many lines: one regex scan
-    assert features._count_code_lines(code) == len(features._CODE_LINE_RE.findall(code)) == 80  # a line can start and end like code
+    assert (
+        features._count_code_lines(code) == len(features._CODE_LINE_RE.findall(code)) == 80
+    )  # a line can start and end like code
     assert features._count_choices(code) == len(features._CHOICE_RE.findall(code)) == 20
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["the", "cat", "sat", "ünï", "x1", "_", "on", "mat"]) | st.text(min_size=1, max_size=8), max_size=60))
+@given(
+    st.lists(
+        st.sampled_from(["the", "cat", "sat", "ünï", "x1", "_", "on", "mat"]) | st.text(min_size=1, max_size=8),
+        max_size=60,
+    )
+)
 def test_memoised_ngram_set_matches_the_counting_hash(words):
     for n_buckets in (1 << 17, 1 << 4, 1000):  # powers of two take the memoised xor path
         assert hashed_word_ngram_set(words, n_buckets, 40) == set(hashed_word_ngrams(words, n_buckets, 40))

@@ -54,7 +54,9 @@ def test_ladder_and_snapshots(always, model, cheaper):
     assert d.reason.startswith("score ")
 
 
-@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4.1-nano", "gpt-5-nano", "o4-mini", "claude-3-opus", "my-finetune"])
+@pytest.mark.parametrize(
+    "model", ["gpt-4o-mini", "gpt-4.1-nano", "gpt-5-nano", "o4-mini", "claude-3-opus", "my-finetune"]
+)
 def test_no_cheaper_model_skips(always, model):
     d = always.decide(body(model))
     assert d.decision == "skip" and d.score is None and "no cheaper model" in d.reason
@@ -83,7 +85,9 @@ def test_never_route_by_task_default_and_config(always):
 
 
 def test_never_route_by_feature_and_api_key():
-    p = RoutingPolicy.from_config({"threshold": 0.0, "never_route_features": ["billing"], "never_route_api_keys": ["fp-1"]})
+    p = RoutingPolicy.from_config(
+        {"threshold": 0.0, "never_route_features": ["billing"], "never_route_api_keys": ["fp-1"]}
+    )
     assert p.decide(body(), feature="billing").reason == "feature billing is never routed"
     assert p.decide(body(), feature="search").decision == "route"
     assert p.decide(body(), api_key_fp="fp-1").reason == "API key is never routed"
@@ -107,7 +111,9 @@ def test_never_route_missing_capability(always, model, extra, needle):
 
 
 def test_capabilities_the_cheaper_model_has_are_fine(always):
-    img = body(content=[{"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": "x"}}])
+    img = body(
+        content=[{"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    )
     assert always.decide(img).decision == "route"
     assert always.decide(body("o3", reasoning_effort="high")).decision == "route"
     assert always.decide(body(response_format={"type": "json_schema", "json_schema": {}})).decision == "route"
@@ -116,7 +122,9 @@ def test_capabilities_the_cheaper_model_has_are_fine(always):
 
 
 def test_custom_ladders_replace_provider_defaults():
-    p = RoutingPolicy.from_config({"threshold": 0.0, "ladders": {"openai": [["gpt-4o", "gpt-4.1-nano"]], "azure": [["big", "small"]]}})
+    p = RoutingPolicy.from_config(
+        {"threshold": 0.0, "ladders": {"openai": [["gpt-4o", "gpt-4.1-nano"]], "azure": [["big", "small"]]}}
+    )
     assert p.decide(body()).would_route_to == "gpt-4.1-nano"
     assert p.decide(body("gpt-4.1")).decision == "skip"
     assert p.decide(body("big"), provider="azure").would_route_to == "small"
@@ -208,7 +216,9 @@ def test_anthropic_ladders_and_dated_snapshots(always, model, cheaper):
     assert always.decide(claude(model), provider="openai").decision == "skip"  # ladders are per provider
 
 
-@pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-haiku-5-5", "claude-3-opus-20240229", "claude-sonnet-4-6", "claude-opus-4-5"])
+@pytest.mark.parametrize(
+    "model", ["claude-haiku-4-5", "claude-haiku-5-5", "claude-3-opus-20240229", "claude-sonnet-4-6", "claude-opus-4-5"]
+)
 def test_anthropic_bottom_rungs_and_unknown_models_skip(always, model):
     assert always.decide(claude(model), provider="anthropic").decision == "skip"
 
@@ -224,7 +234,9 @@ def test_anthropic_system_prompt_and_content_blocks_are_read():
     ))  # fmt: skip
     assert f.has_system and f.system_chars == len("You are a terse assistant.")
     assert f.user_text == "what is in this document?" and {"files", "images"} <= f.uses
-    tools = extract_features(claude(tools=[{"name": "get_weather", "input_schema": {"type": "object"}}], tool_choice={"type": "any"}))
+    tools = extract_features(
+        claude(tools=[{"name": "get_weather", "input_schema": {"type": "object"}}], tool_choice={"type": "any"})
+    )
     assert tools.has_tools and tools.tool_choice == "required" and "tools" in tools.uses
     history = extract_features({"model": "claude-sonnet-4-5", "messages": [
         {"role": "user", "content": "weather in Paris?"},
@@ -285,16 +297,24 @@ def test_provider_betas_are_routed_only_when_allowed():
     p = RoutingPolicy.from_config({"threshold": 0.0, "allowed_betas": ["fine-grained-tool-streaming-2025-05-14"]})
     d = p.decide(claude(), provider="anthropic", betas=["context-1m-2025-08-07"])
     assert d.decision == "skip" and "provider beta context-1m-2025-08-07" in d.reason
-    assert p.decide(claude(), provider="anthropic", betas=["fine-grained-tool-streaming-2025-05-14"]).decision == "route"
+    assert (
+        p.decide(claude(), provider="anthropic", betas=["fine-grained-tool-streaming-2025-05-14"]).decision == "route"
+    )
     mixed = ["fine-grained-tool-streaming-2025-05-14", "context-1m-2025-08-07"]
     assert p.decide(claude(), provider="anthropic", betas=mixed).decision == "skip"
     from turnout.addons.route import request_betas
 
-    assert request_betas({"anthropic-beta": "a-1, b-2,", "openai-beta": "assistants=v2"}) == ["a-1", "b-2", "assistants=v2"]
+    assert request_betas({"anthropic-beta": "a-1, b-2,", "openai-beta": "assistants=v2"}) == [
+        "a-1",
+        "b-2",
+        "assistants=v2",
+    ]
 
 
 def test_a_configured_ladder_can_pin_a_dated_target():
-    p = RoutingPolicy.from_config({"threshold": 0.0, "ladders": {"anthropic": [["Claude-Sonnet-5-5", "claude-haiku-4-5-20251001"]]}})
+    p = RoutingPolicy.from_config(
+        {"threshold": 0.0, "ladders": {"anthropic": [["Claude-Sonnet-5-5", "claude-haiku-4-5-20251001"]]}}
+    )
     d = p.decide(claude("claude-sonnet-5-5-20260301"), provider="anthropic")
     assert (d.decision, d.would_route_to) == ("route", "claude-haiku-4-5-20251001")  # sent as written, lower-cased
     with pytest.raises(ValueError, match="different next rungs"):

@@ -9,13 +9,21 @@ from turnout.router.tasks import TASKS, classify_task
 
 
 def task_of(content, **extra):
-    return classify_task(extract_features({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra}))
+    return classify_task(
+        extract_features({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra})
+    )
 
 
 CASES = [
-    ("summarization", "Summarize the following article in three bullet points:\n\nThe city council met on Tuesday to discuss..."),
+    (
+        "summarization",
+        "Summarize the following article in three bullet points:\n\nThe city council met on Tuesday to discuss...",
+    ),
     ("summarization", "Here is the meeting transcript. " + "We discussed the roadmap. " * 60 + "\nTL;DR please."),
-    ("classification", "Classify the sentiment of this review as positive, negative or neutral: 'The battery died in a day.'"),
+    (
+        "classification",
+        "Classify the sentiment of this review as positive, negative or neutral: 'The battery died in a day.'",
+    ),
     ("extraction", "Extract all person names and dates from this email: Hi Bob, meet Alice on 3 May."),
     ("translation", "Translate into French: Where is the train station?"),
     ("translation", "How do you say 'good morning' in Japanese?"),

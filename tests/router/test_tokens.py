@@ -37,7 +37,12 @@ def test_each_model_counts_in_its_encoding(model, encoding):
 
 def test_shipped_o200k_is_tiktokens_o200k(tiktoken_o200k):
     assert len(tokens.read_o200k_ranks()) == 199_998  # read_o200k_ranks checked OpenAI's published sha256
-    texts = ["hello world", "Hello, 世界! 1234567 tokens", "def f(x):\n    return x ** 2\n", "Ünïcödé — ‘quotes’ 🙂" * 50]
+    texts = [
+        "hello world",
+        "Hello, 世界! 1234567 tokens",
+        "def f(x):\n    return x ** 2\n",
+        "Ünïcödé — ‘quotes’ 🙂" * 50,
+    ]
     for text in texts:
         assert tokens.count_tokens(text, "gpt-4o") == len(tiktoken_o200k.encode_ordinary(text))
     assert tiktoken_o200k.encode_ordinary("hello world") == [24912, 2375]  # o200k_base's ids, as OpenAI documents them
