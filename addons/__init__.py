@@ -2,6 +2,7 @@
 
     prices                                                     (the price book every cost comes from)
     intercept → attribute → route → cache → breakers → budget → forward   (request hooks, in this order)
+    shadow                                                     (quality evidence, off the client's path)
     record → ledger store                                      (response / stream tee / error → a row → SQLite)
     timeouts                                                   (deadlines on the upstream's answer)
     redact                                                     (credentials out of the flow, logs, mitmweb)
@@ -39,6 +40,7 @@ def default_addons() -> list[object]:
     from .redact import Redact
     from .route import Route
     from .services import Services
+    from .shadow import Shadow
     from .timeouts import UpstreamTimeouts
 
     services = Services()  # the ledger writer, prices and health, shared explicitly
@@ -55,6 +57,7 @@ def default_addons() -> list[object]:
         Breakers(),
         Budget(services),
         Forward(services),
+        Shadow(services),  # samples what Forward sends; compares off the client's path once the call is recorded
         Record(services),
         LedgerStore(services),  # after Record: `done` runs in chain order, so the drain records before it closes
         UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)

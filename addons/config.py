@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-KNOWN_TABLES = frozenset({"router", "cache", "budgets", "breakers", "attribution", "prices"})
+KNOWN_TABLES = frozenset({"router", "cache", "budgets", "breakers", "attribution", "prices", "shadow"})
 
 
 @lru_cache(maxsize=8)

@@ -44,6 +44,7 @@ class MetricSet:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
+        self.quality_watched = False
         r = self.registry
         self.requests = Counter("turnout_requests", "LLM calls recorded", LABELS, registry=r)
         self.errors = Counter("turnout_errors", "LLM calls that ended in an error", LABELS, registry=r)
@@ -77,6 +78,31 @@ class MetricSet:
         self.ledger_rows.set_function(lambda: float(writer.backlog))
         self.ledger_bytes.set_function(lambda: float(writer.backlog_bytes))
         self.ledger_rejected.set_function(lambda: float(writer.rejected))
+
+    def watch_quality(self, services: Any) -> None:
+        """Shadow's measured pass rate per routing group, read at every scrape."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        class Quality:
+            def collect(self):
+                g = GaugeMetricFamily(
+                    "turnout_quality_pass_rate",
+                    "Shadow evaluations: pass rate of the cheaper model per group (rolling window)",
+                    labels=("provider", "reference", "candidate", "task"),
+                )
+                d = GaugeMetricFamily(
+                    "turnout_quality_degraded", "1 while a routed group's measured quality is below target",
+                    labels=("provider", "reference", "candidate", "task"),
+                )  # fmt: skip
+                for key, rolling in list(services.quality.items()):
+                    if rolling.rate is not None:
+                        g.add_metric(list(key), rolling.rate)
+                        d.add_metric(list(key), 1.0 if key in services.degraded else 0.0)
+                yield g
+                yield d
+
+        self.registry.register(Quality())
+        self.quality_watched = True
 
     def observe(self, row: dict[str, Any]) -> None:
         labels = (row.get("requested_model") or "", row.get("provider") or "", row.get("feature") or "")
@@ -133,6 +159,8 @@ class Metrics:
         self.metrics = self.metrics or MetricSet()
         if self.services.writer is not None:
             self.metrics.watch_writer(self.services.writer)
+        if not self.metrics.quality_watched:
+            self.metrics.watch_quality(self.services)
         try:
             self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
         except OSError as e:

@@ -106,8 +106,13 @@ class Record:
         llm = state.get(flow)
         if llm is None or llm.recording.recorded:
             return
-        msg = llm.recording.timeout_reason or (flow.error.msg if flow.error else "unknown error")
-        if llm.recording.assembler is not None:
+        msg: str | None = llm.recording.timeout_reason or (flow.error.msg if flow.error else "unknown error")
+        asm = llm.recording.assembler
+        if asm is not None and asm.done and flow.response is not None and not llm.recording.timeout_reason:
+            # The provider's end event went through (and with it everything the client reads): a client
+            # closing its connection after it, before the body's last framing bytes, ended nothing.
+            msg = None
+        elif asm is not None:
             msg = f"stream incomplete: {msg}"
         waiter = self._committed_waiter(flow)
         self._record_when_counted(flow, llm, error=msg)

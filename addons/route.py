@@ -9,6 +9,7 @@ nothing. The decision itself is `turnout.router.policy.RoutingPolicy.decide`, a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -28,6 +29,7 @@ ROUTABLE = frozenset({"chat", "responses", "completions", "messages"})  # messag
 # Provider betas are switched on per model (e.g. Anthropic's 1M-token context); the policy decides which
 # ones may still be routed ([router] allowed_betas).
 BETA_HEADERS = ("anthropic-beta", "openai-beta")
+REVERTED = "reverted: measured quality below target (shadow auto_revert)"
 
 
 def request_betas(headers: dict[str, str]) -> list[str]:
@@ -125,6 +127,11 @@ class Route:
             feature=llm.columns.get("feature"),
             betas=request_betas(llm.headers),
         )
+        llm.cheaper_model = d.candidate
+        if d.decision == "route" and d.would_route_to and self.services.reverted:
+            group = (llm.provider.name, llm.requested_model or "", d.would_route_to, d.task)
+            if group in self.services.reverted:  # Shadow measured this group below target (auto_revert)
+                d = dataclasses.replace(d, decision="keep", would_route_to=None, reason=REVERTED)
         llm.columns.update(
             task=d.task,
             score=None if d.score is None else round(d.score, 4),

@@ -2,7 +2,8 @@
 each addon that needs it, the way `llm` passes its `db` — no addon looks another up.
 
 Who fills what: LedgerStore opens `writer` (`turnout_db`) and sets `durable`; Prices loads `prices`;
-Intercept parses `provider_hosts` (`turnout_hosts`); Record sets `draining` at shutdown. Who reads
+Intercept parses `provider_hosts` (`turnout_hosts`); Record sets `draining` at shutdown; Shadow keeps
+the measured `quality` per routing group and the groups it `reverted`, which Route reads. Who reads
 it: Intercept asks `refusal()`, Cache and Budget write through `writer`, Budget, Route and Record
 price with `prices`, Metrics watches the writer's health.
 """
@@ -26,6 +27,11 @@ class Services:
     durable: bool = False  # audit mode: an answer ends only once its row is committed
     draining: bool = False  # shutting down: flows in flight finish, new requests get 503
     provider_hosts: dict[str, str] = field(default_factory=dict)  # host -> provider: what Intercept intercepts
+    # Shadow's measured quality per group (provider, requested model, cheaper model, task): Metrics exports
+    # it; `reverted` groups (auto_revert) are kept by Route until the evidence recovers.
+    quality: dict[tuple[str, str, str, str], Any] = field(default_factory=dict)
+    degraded: set[tuple[str, str, str, str]] = field(default_factory=set)
+    reverted: set[tuple[str, str, str, str]] = field(default_factory=set)
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

@@ -65,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _console():
+def make_console():
     from rich.console import Console
 
     kw: dict = {"highlight": False}
@@ -78,7 +78,7 @@ def print_table(r: rpt.Report, *, ledger: str) -> None:
     from rich import box
     from rich.table import Table
 
-    console = _console()
+    console = make_console()
     console.print(f"[bold]turnout report[/] · by {r.by} · {rpt.period_text(r)} · {ledger}")
     if r.empty:
         console.print("No LLM calls recorded in this period." + (" Try --since all." if r.since else ""))
@@ -153,6 +153,16 @@ def print_table(r: rpt.Report, *, ledger: str) -> None:
         top = max(values) or 1.0
         for day, cost in days[-14:]:
             console.print(f"  {day} {rpt.bar(cost / top, 30)} {rpt.fmt_usd(cost)}")
+    if r.quality_daily:
+        console.print(
+            "[bold]Quality (shadow evaluations)[/]: the cheaper model's pass rate of decided verdicts, by day"
+        )
+        for q in r.quality_daily[-28:]:
+            rate = rpt.fmt_pct(q["pass_rate"]) if q["pass_rate"] is not None else "–"
+            console.print(
+                f"  {q['day']} {q['mode']:<8} {rate:>6} of {q['passed'] + q['failed']} decided "
+                f"({q['shadowed']} shadowed, {q['undecided']} tie/unknown, {rpt.fmt_usd(q['cost_usd'])})"
+            )
 
 
 def _per_group_table(r: Any, title: str, columns: list[tuple[str, Callable[[Any], str]]]) -> "Table":

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from turnout.addons import config
-from turnout.ledger.savings import savings
+from turnout.ledger.savings import DEFAULT_TARGET, savings
 
 from .errors import Failure, UsageError
 
@@ -58,50 +58,76 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_quality(config_path: str | None) -> float:
+    target = config.section(config_path, "router").get("target_quality", DEFAULT_TARGET)
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+        raise Failure(f"[router] target_quality must be a fraction in (0, 1], not {target!r}")
+    return float(target)
+
+
 def cmd_savings(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
         raise Failure(f"no ledger at {args.db}")
     try:
-        data = savings(args.db, args.since)
+        target = _target_quality(args.config)
+    except ValueError as e:
+        raise Failure(str(e)) from None
+    try:
+        data = savings(args.db, args.since, target_quality=target)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.format == "json":
         print(json.dumps(data, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    t = data["totals"]
+    from .report import make_console
+
+    t, q = data["totals"], data["quality"]
     share = (t["saving_usd"] / t["all_cost_usd"] * 100) if t["all_cost_usd"] else 0.0
-    title = f"Routing savings (observed) since {args.since or 'the beginning'}: {t['calls']} of {t['all_calls']} calls would route, saving ${t['saving_usd']:.4f} ({share:.1f}% of ${t['all_cost_usd']:.4f})"
+    console = make_console()
+    console.print(
+        f"Routing the groups whose measured quality clears {q['target_quality']:.0%} would save "
+        f"[bold]${q['saving_per_month_cleared_usd']:.2f}/month[/] ({q['groups_cleared']} of {q['groups']} groups); "
+        f"routing everything the router picks, ${q['saving_per_month_all_usd']:.2f}/month "
+        f"(at the rate of the last {q['window_days']:g} day(s); evidence: {q['evidence_calls']} shadow/judge calls, "
+        f"${q['evidence_cost_usd']:.4f})"
+    )
+    title = (
+        f"Routing decisions since {args.since or 'the beginning'}: {t['calls']} of {t['all_calls']} calls would "
+        f"route, saving ${t['saving_usd']:.4f} ({share:.1f}% of ${t['all_cost_usd']:.4f})"
+    )
     table = Table(title=title, title_justify="left")
-    for name, justify in [
-        ("requested → cheaper", "left"),
-        ("task", "left"),
-        ("calls", "right"),
-        ("mean score", "right"),
-        ("paid", "right"),
-        ("projected", "right"),
-        ("saving", "right"),
-    ]:
+    columns = [("requested → cheaper", "left"), ("task", "left"), ("calls", "right"), ("paid", "right"),
+               ("projected", "right"), ("saving", "right"), ("shadowed", "right"), ("pass rate", "right"),
+               ("95% low", "right"), ("recommendation", "left")]  # fmt: skip
+    for name, justify in columns:
         table.add_column(name, justify=justify)
-    money = lambda v: "n/a" if v is None else f"${v:.4f}"  # noqa: E731
+
+    def money(v: float | None) -> str:
+        return "n/a" if v is None else f"${v:.4f}"
+
+    def rate(v: float | None) -> str:
+        return "–" if v is None else f"{v:.0%}"
+
     for r in data["groups"]:
         table.add_row(
-            f"{r['requested_model']} → {r['would_route_to']}",
-            r["task"],
-            str(r["calls"]),
-            "" if r["mean_score"] is None else f"{r['mean_score']:.2f}",
-            money(r["cost_usd"]),
-            money(r["projected_cost_usd"]),
-            money(r["saving_usd"]),
-        )
+            f"{r['requested_model']} → {r['would_route_to']}", r["task"], str(r["calls"]), money(r["cost_usd"]),
+            money(r["projected_cost_usd"]), money(r["saving_usd"]), str(r["shadowed"]), rate(r["pass_rate"]),
+            rate(r["pass_rate_low"]), r["recommendation"],
+        )  # fmt: skip
     table.add_section()
     table.add_row(
-        "total", "", str(t["calls"]), "", money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"])
+        "total", "", str(t["calls"]), money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"])
     )
-    console = Console()
     console.print(table)
+    if data["explored"]:
+        console.print("Kept calls explored (the router keeps these; the cheaper model's measured quality):")
+        for r in data["explored"]:
+            console.print(
+                f"  {r['requested_model']} → {r['candidate_model']} {r['task']}: {r['shadowed']} shadowed, "
+                f"pass rate {rate(r['pass_rate'])} (95% low {rate(r['pass_rate_low'])}) — {r['recommendation']}"
+            )
     if t["cache_hits"]:
         console.print(
             f"{t['cache_hits']} more call(s) the router would route were cache hits: free on any model, not counted"
@@ -132,8 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("savings", help="what routing would have saved (observation mode)")
+    sp = sub.add_parser("savings", help="what routing would save, and at what measured quality (the decision report)")
     sp.add_argument("--db", default="turnout.db")
+    sp.add_argument("--config", help="turnout's TOML config file ([router] target_quality)")
     sp.add_argument("--since", default="", help="7d, 24h, 30m or a date like 2026-11-01")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.set_defaults(func=cmd_savings)

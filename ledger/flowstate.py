@@ -48,6 +48,7 @@ class LLMFlow:
     prompt_tokens: int | None = None  # the prompt as counted once for this flow (Breakers, Budget, estimates)
     # -- decisions (the request addons, in chain order) --
     model: str | None = None  # what goes upstream (routing may change it)
+    cheaper_model: str | None = None  # the next rung down the router considered (routed or kept)
     body_changed: bool = False  # Forward re-serialises the body when an addon changed it
     usage_injected: bool = False  # we asked upstream for stream usage the client did not
     served_locally: bool = False  # answered by the proxy (cache, budget, breaker): never upstream

@@ -233,3 +233,38 @@ def m010_team_source(db: sqlite_utils.Database) -> None:
     """Which source named the flow's team (key label, config rule, client header, body): only the first
     two are the config's word, and team-scoped caching trusts only those (or headers, when trusted)."""
     db["flows"].add_column("team_source", str)
+
+
+@migration
+def m011_shadow_evals(db: sqlite_utils.Database) -> None:
+    """Shadow evaluations (issue 15): one row per comparison of a cheaper (or, monitoring, the requested)
+    model's answer with the one the client got; `flows.origin` marks turnout's own calls (shadows and
+    judges), which no user budget counts."""
+    db["flows"].add_column("origin", str)
+    db["shadow_evals"].create(
+        {
+            "id": int,
+            "flow_id": str,
+            "started_at": str,
+            "mode": str,  # observe | monitor
+            "decision": str,  # the router's decision for the shadowed call: route | keep (explore)
+            "provider": str,
+            "reference_model": str,
+            "candidate_model": str,
+            "task": str,
+            "feature": str,
+            "template_fp": str,
+            "comparator": str,
+            "verdict": str,  # pass | fail | tie | unknown
+            "detail": str,
+            "candidate_response": str,
+            "cost_usd": float,
+            "judge_cost_usd": float,
+            "latency_ms": float,
+            "judge": str,  # the judge prompt's version, when a judge decided
+        },
+        pk="id",
+    )
+    db["shadow_evals"].create_index(["flow_id"])
+    db["shadow_evals"].create_index(["started_at"])
+    db["flows"].create_index(["origin"])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 # What was really spent since a time, for rebuilding budget windows: cache hits and blocked flows
-# cost nothing; failed flows count only when the provider reported usage.
+# cost nothing; failed flows count only when the provider reported usage; turnout's own calls (shadows,
+# judges: `origin` set) are never a user's spend.
 SPENT_SQL = (
     "select started_at, cost_usd, prompt_tokens, completion_tokens, api_key_fp, team, feature, user, model "
-    "from flows where started_at >= ? and blocked_by is null and (cache is null or cache != 'hit') "
+    "from flows where started_at >= ? and origin is null and blocked_by is null and (cache is null or cache != 'hit') "
     "and (error is null or prompt_tokens is not null) order by started_at"
 )

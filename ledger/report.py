@@ -108,6 +108,7 @@ class Report:
     groups: list[GroupStats]
     daily_cost: list[tuple[str, str, float]] = field(default_factory=list)  # (day, model, cost_usd)
     latency_histogram: list[tuple[str, int]] = field(default_factory=list)  # (bucket label, flows)
+    quality_daily: list[dict[str, Any]] = field(default_factory=list)  # shadow verdicts per day and mode
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +121,7 @@ class Report:
             "groups": [asdict(g) for g in self.groups],
             "daily_cost": [{"day": d, "model": m, "cost_usd": c} for d, m, c in self.daily_cost],
             "latency_histogram": [{"bucket": b, "flows": n} for b, n in self.latency_histogram],
+            "quality_daily": self.quality_daily,
         }
 
     def to_csv(self) -> str:
@@ -259,7 +261,33 @@ def report(db: sqlite_utils.Database | sqlite3.Connection, since: str | None = N
         by, since, until, first_at, last_at, total, groups,
         daily_cost=daily_rows or [(d, m, c) for (d, m), c in sorted(daily.items())],
         latency_histogram=list(zip(bucket_labels(), (int(c) for c in hist))),
+        quality_daily=quality_daily(conn, since),
     )  # fmt: skip
+
+
+QUALITY_DAILY_SQL = """
+select substr(started_at, 1, 10) as day, mode, count(*) as shadowed,
+       sum(verdict = 'pass') as passed, sum(verdict = 'fail') as failed,
+       sum(verdict in ('tie', 'unknown')) as undecided,
+       sum(coalesce(cost_usd, 0) + coalesce(judge_cost_usd, 0)) as cost_usd
+from shadow_evals where started_at >= ? group by day, mode order by day, mode
+"""
+
+
+def quality_daily(conn: sqlite3.Connection, since: str | None) -> list[dict[str, Any]]:
+    """Shadow verdicts per day and mode (observe: would-route evidence; monitor: routed calls)."""
+    try:
+        cur = conn.execute(QUALITY_DAILY_SQL, [since or ""])
+    except sqlite3.OperationalError:  # a ledger from before shadow evaluations
+        return []
+    cols = [d[0] for d in cur.description]
+    out = []
+    for r in cur.fetchall():
+        row = dict(zip(cols, r))
+        decided = (row["passed"] or 0) + (row["failed"] or 0)
+        row["pass_rate"] = round(row["passed"] / decided, 4) if decided else None
+        out.append(row)
+    return out
 
 
 PARALLEL_MIN_FLOWS = 50_000  # below this one pass on the caller's connection is quicker than two threads

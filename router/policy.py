@@ -78,6 +78,7 @@ class RoutingDecision:
     decision: str  # "route" | "keep" | "skip"
     would_route_to: str | None  # the cheaper model, when decision == "route"
     reason: str
+    candidate: str | None = None  # the cheaper model considered, routed or kept (shadow evaluations explore it)
 
 
 def threshold_for_quality(calibration: Sequence[Mapping[str, float]], target: float) -> float:
@@ -241,5 +242,9 @@ class RoutingPolicy:
             return skip(f"asks for up to {f.max_tokens} output tokens; {cheaper} gives at most {ceiling}")
         score = self.model.score(f)
         if score >= self.threshold:
-            return RoutingDecision(task, score, "route", cheaper, f"score {score:.2f} >= {self.threshold:.2f}")
-        return RoutingDecision(task, score, "keep", None, f"score {score:.2f} < {self.threshold:.2f}")
+            return RoutingDecision(
+                task, score, "route", cheaper, f"score {score:.2f} >= {self.threshold:.2f}", candidate=cheaper
+            )
+        return RoutingDecision(
+            task, score, "keep", None, f"score {score:.2f} < {self.threshold:.2f}", candidate=cheaper
+        )

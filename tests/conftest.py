@@ -144,8 +144,11 @@ class Proxy:
 def make_proxy(tmp_path: Path, certs_dir: Path, upstream: UpstreamServer):
     started: list[Proxy] = []
 
-    def factory(*args: str, db: Path | None = None, with_upstream: bool = True) -> Proxy:
+    def factory(*args: str, db: Path | None = None, with_upstream: bool = True, shadow: bool = False) -> Proxy:
+        # Shadow evaluations sample calls at random and send more requests upstream: off unless a test is about them.
         extra = ["--upstream", upstream.url] if with_upstream else []
+        if not shadow:
+            extra += ["--set", "turnout_shadow=false"]
         p = Proxy(db or tmp_path / f"ledger{len(started)}.db", [*extra, *args], certs_dir).start()
         started.append(p)
         return p

@@ -11,6 +11,12 @@ Behaviour is chosen by the request, as a client would choose it:
 - header `x-test-pieces` (a JSON list of strings) sets a chat answer's text, one stream chunk a piece;
 - header `x-test-body` (a JSON string) answers 200 with exactly that body, and `x-test-cut` sends a
   content-length that many bytes longer than the body and then closes (a body cut short).
+- scripted answers, for shadow evaluations: a directive `[[answer: TEXT]]` anywhere in the prompt makes
+  the answer TEXT; `[[cheap-answer: TEXT]]` overrides it for the cheaper models (names with mini, nano,
+  haiku, flash or lite). Likewise `[[tool: NAME {json args}]]` / `[[cheap-tool: …]]` (the tool call a
+  request with `tools` gets), `[[cheap-finish: length]]` (its finish_reason) and `[[cheap-refuse]]` (a
+  refusal), `[[fingerprint: FP]]` (the answer's system_fingerprint). Requests whose system prompt is turnout's judge prompt are judged: the answer holding
+  `#worse` loses, otherwise TIE; `#biased` in the request makes the judge always answer A.
 Every request received is kept in `server.requests` (method, path, headers, parsed body).
 
 Run standalone: `python tests/upstream.py --port 9999`.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 import uuid
@@ -55,8 +62,61 @@ def _last_user(body: dict[str, Any]) -> str:
     return _prompt_text(body)
 
 
+_DIRECTIVE = re.compile(r"\[\[([a-z][a-z-]*)(?::\s*(.*?))?\]\]", re.S)
+JUDGE_OPENING = "You compare two answers"
+
+
+def _all_text(body: dict[str, Any]) -> str:
+    system = body.get("system")
+    parts = [system if isinstance(system, str) else json.dumps(system)] if system else []
+    parts.append(_prompt_text(body))
+    return " ".join(parts)
+
+
+def is_cheap(model: Any) -> bool:
+    return isinstance(model, str) and any(k in model for k in ("mini", "nano", "haiku", "flash", "lite"))
+
+
+def scripted(body: dict[str, Any], key: str) -> str | None:
+    """The prompt's `[[key: …]]` directive — its `[[cheap-key: …]]` one for a cheaper model; None when absent."""
+    found = {m.group(1): (m.group(2) or "").strip() for m in _DIRECTIVE.finditer(_all_text(body))}
+    if is_cheap(body.get("model")) and f"cheap-{key}" in found:
+        return found[f"cheap-{key}"]
+    return found.get(key)
+
+
+def _is_judge(body: dict[str, Any]) -> bool:
+    msgs = body.get("messages") or []
+    system = body.get("system") or (
+        msgs[0].get("content") if msgs and isinstance(msgs[0], dict) and msgs[0].get("role") == "system" else ""
+    )
+    return isinstance(system, str) and system.startswith(JUDGE_OPENING)
+
+
+def judge_answer(body: dict[str, Any]) -> str:
+    text = _prompt_text(body)
+    a = re.search(r"<answer_A>(.*?)</answer_A>", text, re.S)
+    b = re.search(r"<answer_B>(.*?)</answer_B>", text, re.S)
+    if "#biased" in text:
+        return "A"
+    worse_a, worse_b = bool(a and "#worse" in a.group(1)), bool(b and "#worse" in b.group(1))
+    return "A" if worse_b and not worse_a else "B" if worse_a and not worse_b else "TIE"
+
+
 def answer_text(body: dict[str, Any]) -> str:
-    return f"echo from {body.get('model')}: {_last_user(body)[:200]}"
+    if _is_judge(body):
+        return judge_answer(body)
+    text = scripted(body, "answer")
+    return text if text is not None else f"echo from {body.get('model')}: {_last_user(body)[:200]}"
+
+
+def tool_call_of(body: dict[str, Any], default_name: str) -> tuple[str, str]:
+    """(name, arguments JSON) of the tool call a request with tools gets."""
+    spec = scripted(body, "tool")
+    if spec:
+        name, _, args = spec.partition(" ")
+        return name, args.strip() or "{}"
+    return default_name, json.dumps({"city": "Paris", "unit": "c"})
 
 
 def _usage(body: dict[str, Any], completion: str) -> dict[str, Any]:
@@ -217,23 +277,20 @@ class Handler(BaseHTTPRequestHandler):
         cid = f"chatcmpl-{uuid.uuid4().hex[:20]}"
         text = answer_text(body)
         tool = _wants_tool(body)
+        name, args = tool_call_of(body, body["tools"][0]["function"]["name"]) if tool else ("", "")
         tool_call = (
-            {
-                "id": f"call_{uuid.uuid4().hex[:12]}",
-                "type": "function",
-                "function": {
-                    "name": body["tools"][0]["function"]["name"],
-                    "arguments": json.dumps({"city": "Paris", "unit": "c"}),
-                },
-            }
+            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
             if tool
             else None
         )
         usage = _usage(body, text)
+        finish = scripted(body, "finish") or ("tool_calls" if tool else "stop")
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": None if tool else text, "refusal": None}
             if tool:
                 message["tool_calls"] = [tool_call]
+            if scripted(body, "refuse") is not None:
+                message.update(content=None, refusal="I can't help with that.")
             self._send_json(
                 200,
                 {
@@ -246,11 +303,11 @@ class Handler(BaseHTTPRequestHandler):
                             "index": 0,
                             "message": message,
                             "logprobs": None,
-                            "finish_reason": "tool_calls" if tool else "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": usage,
-                    "system_fingerprint": "fp_test",
+                    "system_fingerprint": scripted(body, "fingerprint") or "fp_test",
                 },
             )
             return

@@ -1,0 +1,119 @@
+"""turnout's own calls to providers (shadows, judges), on a thread of their own.
+
+A worker thread runs its own asyncio loop and one pooled HTTP client (httpx: keep-alive, so a
+steady trickle of shadow calls reuses warm connections). Nothing here runs on mitmproxy's loop:
+the proxy hands a coroutine over with `submit` and never waits for it, so a slow or hanging
+provider can only ever delay turnout's own calls, never a client's. Concurrency is bounded by a
+semaphore; what does not fit in the queue is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int | None  # None: no answer (connect error, timeout)
+    body: Any  # parsed JSON, or None
+    error: str | None  # why there is no usable answer
+    latency_ms: float
+
+
+class Outbound:
+    def __init__(self, *, concurrency: int = 4, max_queued: int = 64, verify: Any = True) -> None:
+        self.concurrency, self.max_queued, self.verify = concurrency, max_queued, verify
+        self.queued = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            self._sem = asyncio.Semaphore(self.concurrency)
+            self._client = httpx.AsyncClient(verify=self.verify, trust_env=False, follow_redirects=False)
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._client.aclose())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="turnout-outbound", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def submit(self, job: Callable[[], Awaitable[None]]) -> bool:
+        """Run `job()` on the outbound loop, bounded; False (counted as dropped) when it does not fit."""
+        with self._lock:
+            if self._loop is None or self.queued >= self.max_queued:
+                self.dropped += 1
+                return False
+            self.queued += 1
+        self._loop.call_soon_threadsafe(self._spawn, job)
+        return True
+
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                assert self._sem is not None
+                async with self._sem:
+                    await job()
+            except Exception:  # noqa: BLE001 - a bug in one job must not stop the others
+                log.exception("turnout: an outbound job failed")
+            finally:
+                with self._lock:
+                    self.queued -= 1
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def post_json(self, url: str, headers: dict[str, str], body: Any, timeout: float) -> Reply:
+        """POST `body` as JSON; the reply parsed. Never raises: failures are a Reply with `error`."""
+        assert self._client is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            r = await self._client.post(url, headers=headers, json=body, timeout=timeout)
+        except httpx.TimeoutException:
+            return Reply(None, None, f"timed out after {timeout:g}s", (loop.time() - started) * 1000)
+        except httpx.HTTPError as e:
+            return Reply(None, None, f"{type(e).__name__}: {e}"[:200], (loop.time() - started) * 1000)
+        latency = (loop.time() - started) * 1000
+        try:
+            parsed = r.json()
+        except ValueError:
+            return Reply(r.status_code, None, f"HTTP {r.status_code}: the answer is not JSON", latency)
+        if r.status_code >= 400:
+            err = parsed.get("error") if isinstance(parsed, dict) else None
+            msg = err.get("message") if isinstance(err, dict) else None
+            return Reply(r.status_code, parsed, f"HTTP {r.status_code}: {msg or 'error'}"[:200], latency)
+        return Reply(r.status_code, parsed, None, latency)
+
+    def close(self, timeout: float = 5.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._loop = None
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._thread = None
