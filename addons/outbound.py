@@ -54,6 +54,10 @@ class Outbound:
             self._client = httpx.AsyncClient(verify=self.verify, trust_env=False, follow_redirects=False)
             ready.set()
             loop.run_forever()
+            # stopped (close): what is still running was cancelled; let it unwind, then release the pool
+            pending = [t for t in self._tasks if not t.done()]
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(self._client.aclose())
             loop.close()
 
@@ -109,11 +113,20 @@ class Outbound:
             return Reply(r.status_code, parsed, f"HTTP {r.status_code}: {msg or 'error'}"[:200], latency)
         return Reply(r.status_code, parsed, None, latency)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 2.0) -> int:
+        """Stop: calls still running are cancelled (their jobs see CancelledError). Returns how many were."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
-            return
+            return 0
         self._loop = None
-        loop.call_soon_threadsafe(loop.stop)
+        running = len([t for t in self._tasks if not t.done()])
+
+        def shutdown() -> None:
+            for t in list(self._tasks):
+                t.cancel()
+            loop.stop()
+
+        loop.call_soon_threadsafe(shutdown)
         thread.join(timeout)
         self._thread = None
+        return running

@@ -170,22 +170,23 @@ class Record:
         script reload). At shutdown it dispatches `done` asynchronously and awaits what a hook
         returns, so that is when the drain coroutine is handed back.
         """
-        if self.open_flows and ctx.options.turnout_drain > 0 and state.shutting_down():
-            return self._drain_then_close(ctx.options.turnout_drain)
+        if state.shutting_down():
+            return self._drain_then_close(ctx.options.turnout_drain if self.open_flows else 0)
         self._close()
         return None
 
     async def _drain_then_close(self, seconds: int) -> None:
         # Like a load-balanced server: stop taking connections, let the answers in flight finish (mitmproxy
         # keeps serving open connections until this returns), then record whatever is still open.
-        log.info("turnout: shutting down; waiting up to %ds for %d flow(s) in flight", seconds, len(self.open_flows))
-        self.draining = True
-        await self._stop_listening()
-        deadline = time.monotonic() + seconds
-        while self.open_flows and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        if seconds > 0:
+            log.info("turnout: shutting down; waiting up to %ds for %d flow(s) in flight", seconds, len(self.open_flows))
+            self.draining = True
+            await self._stop_listening()
+            deadline = time.monotonic() + seconds
+            while self.open_flows and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         self._close()
-        await self._close_connections()
+        await self._close_connections()  # idle keep-alive connections too: each ends instead of being cancelled
 
     @staticmethod
     async def _close_connections() -> None:

@@ -467,10 +467,11 @@ class Shadow:
 
     def done(self) -> None:
         if self.outbound is not None:
-            if self.outbound.queued:
-                log.info("turnout: %d shadow call(s) still running at shutdown are dropped", self.outbound.queued)
-            self.outbound.close()
+            cut = self.outbound.close()
             self.outbound = None
+            if cut:
+                self.dropped += cut
+                log.info("turnout: %d shadow call(s) still running at shutdown were dropped", cut)
 
 
 JUDGE_ENDPOINT = {"openai": "chat", "anthropic": "messages"}

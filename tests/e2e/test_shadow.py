@@ -304,3 +304,65 @@ def test_a_silent_model_update_is_an_event(make_proxy, tmp_path):
         time.sleep(0.1)
     (event,) = _events(proxy.db, "model_changed")
     assert "fp_new_weights" in event["message"] and "gpt-4o" in event["message"]
+
+
+ANTHROPIC = ("--set", "turnout_hosts=api.openai.com", "--set", "turnout_hosts=api.anthropic.com")
+
+
+def test_anthropic_calls_are_shadowed_and_judged_by_another_providers_model(make_proxy, tmp_path, monkeypatch, upstream):
+    monkeypatch.setenv("TURNOUT_TEST_JUDGE_KEY", "sk-judge-key-from-the-proxys-environment")
+    cfg = config(tmp_path, 'sample = 1.0\njudge_model = "gpt-4o-mini"\njudge_provider = "openai"\njudge_api_key_env = "TURNOUT_TEST_JUDGE_KEY"\n')
+    proxy = make_proxy("--config", cfg, *ANTHROPIC, shadow=True)
+    client = proxy.anthropic_client(api_key="sk-ant-shadow-secret-0000", max_retries=0)
+    short = client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "Classify: nice [[answer: positive]]"}])
+    assert short.content[0].text == "positive"
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=200, messages=[{"role": "user", "content":
+                           "Describe Paris. [[answer: Paris is the capital of France, on the Seine.]] [[cheap-answer: Paris is a city. #worse]]"}])  # fmt: skip
+    rows = wait_evals(proxy.db, 2)
+    assert sorted((r["provider"], r["candidate_model"], r["comparator"], r["verdict"]) for r in rows) == [
+        ("anthropic", "claude-haiku-4-5", "exact", "pass"),
+        ("anthropic", "claude-haiku-4-5", "judge", "fail"),
+    ]
+    shadow_calls = [r for r in upstream.requests if (r["body"] or {}).get("model") == "claude-haiku-4-5"]
+    def header(r: dict[str, Any], name: str) -> str | None:
+        return next((v for k, v in r["headers"].items() if k.lower() == name), None)
+
+    original = next(r for r in reversed(upstream.requests) if (r["body"] or {}).get("model") == "claude-sonnet-4-5")
+    credential = header(original, "x-api-key") or header(original, "authorization")
+    assert "sk-ant-shadow-secret-0000" in credential
+    assert [header(r, "x-api-key") or header(r, "authorization") for r in shadow_calls[-2:]] == [credential] * 2
+    judged = [r for r in upstream.requests if (r["body"] or {}).get("model") == "gpt-4o-mini"][-2:]
+    assert [header(r, "authorization") for r in judged] == ["Bearer sk-judge-key-from-the-proxys-environment"] * 2
+    assert {r["origin"] for r in proxy.rows("origin is not null")} == {"shadow", "judge"}
+
+
+def test_a_shadow_that_times_out_is_unknown_and_the_client_never_waits_for_it(make_proxy, tmp_path):
+    proxy = make_proxy("--config", config(tmp_path, 'sample = 1.0\ntimeout = "0.5s"\n'), shadow=True)
+    client = proxy.client(api_key=KEY, default_headers={"x-test-hang-ms": "800"})
+    started = time.monotonic()
+    r = ask(client, "Classify: slow [[answer: positive]]")
+    assert r.choices[0].message.content == "positive" and time.monotonic() - started < 5
+    (row,) = wait_evals(proxy.db, 1)
+    assert (row["verdict"], row["comparator"]) == ("unknown", "none") and "timed out after 0.5s" in row["detail"]
+    (own,) = proxy.wait_rows(1, "origin = 'shadow'")
+    assert own["error"].startswith("timed out") and own["status_code"] is None
+    (client_row,) = proxy.rows("origin is null")
+    assert client_row["error"] is None and client_row["status_code"] == 200
+
+
+def test_sigterm_with_shadows_in_flight_exits_cleanly(make_proxy, tmp_path):
+    proxy = make_proxy("--config", config(tmp_path, "sample = 1.0\n"), shadow=True)
+    client = proxy.client(api_key=KEY)
+    for i in range(3):
+        # the client's answer comes at once; its shadow hangs at the server for 3 s
+        ask(client, f"Classify #{i} [[answer: yes]]", extra_headers={"x-test-hang-ms": "0"})
+    slow = proxy.client(api_key=KEY, default_headers={"x-test-hang-ms": "3000"})
+    import threading
+
+    t = threading.Thread(target=lambda: ask(slow, "Classify: last [[answer: yes]]"), daemon=True)
+    t.start()
+    time.sleep(3.5)  # answered; its shadow now hangs
+    assert proxy.stop() == 0
+    out = "".join(proxy.output)
+    assert "Traceback" not in out and "Task was destroyed" not in out, out
+    assert len(proxy.rows("origin is null")) == 4

@@ -31,3 +31,13 @@ def test_sigterm_with_open_streams_records_all_and_prints_no_traceback(make_prox
     assert "Traceback" not in out and "CancelledError" not in out, out[-2000:]
     rows = proxy.rows()
     assert len(rows) == 40 and all(r["error"] for r in rows)  # each one recorded as cut by the shutdown
+
+
+def test_sigterm_with_idle_keep_alive_connections_prints_no_traceback(make_proxy):
+    proxy = make_proxy()
+    client = proxy.client()
+    for i in range(3):  # the SDK keeps its connection open afterwards
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"idle {i}"}])
+    assert proxy.stop() == 0
+    out = "".join(proxy.output)
+    assert "Traceback" not in out and "CancelledError" not in out, out[-2000:]
