@@ -100,6 +100,13 @@ class MetricSet:
                         d.add_metric(list(key), 1.0 if key in services.degraded else 0.0)
                 yield g
                 yield d
+                c = GaugeMetricFamily(
+                    "turnout_shadow_evals", "Shadow comparisons by verdict, and shadows dropped (draining, queue full)",
+                    labels=("verdict",),
+                )  # fmt: skip
+                for verdict, n in list(services.shadow_counts.items()):
+                    c.add_metric([verdict], float(n))
+                yield c
 
         self.registry.register(Quality())
         self.quality_watched = True

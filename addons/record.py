@@ -179,7 +179,9 @@ class Record:
         # Like a load-balanced server: stop taking connections, let the answers in flight finish (mitmproxy
         # keeps serving open connections until this returns), then record whatever is still open.
         if seconds > 0:
-            log.info("turnout: shutting down; waiting up to %ds for %d flow(s) in flight", seconds, len(self.open_flows))
+            log.info(
+                "turnout: shutting down; waiting up to %ds for %d flow(s) in flight", seconds, len(self.open_flows)
+            )
             self.draining = True
             await self._stop_listening()
             deadline = time.monotonic() + seconds

@@ -32,6 +32,7 @@ class Services:
     quality: dict[tuple[str, str, str, str], Any] = field(default_factory=dict)
     degraded: set[tuple[str, str, str, str]] = field(default_factory=set)
     reverted: set[tuple[str, str, str, str]] = field(default_factory=set)
+    shadow_counts: dict[str, int] = field(default_factory=dict)  # verdicts, plus `dropped` (not run)
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

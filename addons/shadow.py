@@ -102,7 +102,6 @@ class Shadow:
         self.seen_models: dict[tuple[str, str], set[tuple[str | None, str | None]]] = {}
         self.upstream_base: str | None = None
         self._main_loop: Any = None
-        self.dropped = 0  # shadows not run: the proxy was draining or the outbound queue was full
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -212,7 +211,7 @@ class Shadow:
         if answer_block(row) is not None or row.get("feature") in self.cfg.never_features:
             return  # never shadowed (the request itself is checked on the outbound thread)
         if self.services.draining or self.outbound is None or not self.outbound.submit(lambda: self._run(job)):
-            self.dropped += 1
+            self._count("dropped")
             log.debug("turnout: shadow of %s dropped (draining or queue full)", flow.id)
 
     def _job(self, flow: http.HTTPFlow, llm: state.LLMFlow, row: dict[str, Any], capture: Capture) -> Job | None:
@@ -388,7 +387,12 @@ class Shadow:
 
     # -- back on the main loop -----------------------------------------------------------------
 
+    def _count(self, what: str, n: int = 1) -> None:
+        counts = self.services.shadow_counts
+        counts[what] = counts.get(what, 0) + n
+
     def _on_verdict(self, job: Job, verdict: Verdict) -> None:
+        self._count(verdict.verdict)
         flow = job.flow
         flow.comment = f"{flow.comment} · shadow {job.candidate_model}: {verdict.verdict} ({verdict.comparator})"
         try:
@@ -470,7 +474,7 @@ class Shadow:
             cut = self.outbound.close()
             self.outbound = None
             if cut:
-                self.dropped += cut
+                self._count("dropped", cut)
                 log.info("turnout: %d shadow call(s) still running at shutdown were dropped", cut)
 
 

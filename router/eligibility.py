@@ -13,18 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .features import UNREADABLE, extract_features
+from turnout.ledger.messages import request_parts
 
 SHADOWABLE = frozenset({"chat", "responses", "completions", "messages"})
-_STATEFUL_USES = {
-    "previous_response": "chained to a stored response (previous_response_id / conversation)",
-    "item_reference": "refers to stored items",
+# Tools the provider runs itself (a repeat would search, execute or act again): by type prefix.
+SERVER_TOOLS = ("web_search", "file_search", "code_interpreter", "code_execution", "computer", "mcp", "image_generation",
+                "local_shell", "web_fetch", "bash", "text_editor", "memory")  # fmt: skip
+_STATEFUL_KEYS = {
+    "previous_response_id": "chained to a stored response (previous_response_id)",
+    "conversation": "part of a stored conversation",
     "background": "background mode",
-    "web_search": "server-side tool (web search)",
-    "builtin_tools": "server-side tools",
-    "reasoning_items": "carries signed thinking / reasoning from earlier turns",
+    "mcp_servers": "server-side tools (MCP)",
     "audio": "audio",
-    UNREADABLE: "the request could not be read",
 }
 
 
@@ -36,10 +36,25 @@ def request_block(endpoint: str | None, body: Any) -> str | None:
         return "the body is not a JSON object"
     if body.get("store") is True:
         return "store: true (the provider keeps state)"
-    uses = extract_features(body).uses
-    for use, reason in _STATEFUL_USES.items():
-        if use in uses:
+    for key, reason in _STATEFUL_KEYS.items():
+        if body.get(key):
             return reason
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        return "audio"
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for t in tools:
+            kind = t.get("type") if isinstance(t, dict) else None
+            if isinstance(kind, str) and kind.startswith(SERVER_TOOLS):
+                return f"server-side tool ({kind})"
+    for part in request_parts(body):
+        if part.kind == "thinking" and part.role == "assistant":
+            return "carries signed thinking / reasoning from earlier turns"
+        if part.kind == "audio":
+            return "audio"
+        if part.kind == "reference":
+            return "refers to stored items"
     return None
 
 
