@@ -121,6 +121,18 @@ def cmd_savings(args: argparse.Namespace) -> int:
         "total", "", str(t["calls"]), money(t["cost_usd"]), money(t["projected_cost_usd"]), money(t["saving_usd"])
     )
     console.print(table)
+    templates = [r for r in data["by_template"] if r["template_fp"]][:10]
+    if templates:
+        by = Table(title="By prompt template (the code path a call comes from)", title_justify="left")
+        for name, justify in [("template", "left"), ("calls", "right"), ("saving", "right"), ("shadowed", "right"),
+                              ("pass rate", "right"), ("95% low", "right"), ("recommendation", "left")]:  # fmt: skip
+            by.add_column(name, justify=justify)
+        for r in templates:
+            by.add_row(
+                r.get("template_name") or r["template_fp"], str(r["calls"]), money(r["saving_usd"]), str(r["shadowed"]),
+                rate(r["pass_rate"]), rate(r["pass_rate_low"]), r["recommendation"],
+            )  # fmt: skip
+        console.print(by)
     if data["explored"]:
         console.print("Kept calls explored (the router keeps these; the cheaper model's measured quality):")
         for r in data["explored"]:
