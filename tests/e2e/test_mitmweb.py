@@ -148,14 +148,15 @@ def test_mitmweb_never_holds_credentials_in_flight_or_after(web) -> None:
 
 def test_a_shadowed_calls_comment_shows_its_verdict(make_proxy, tmp_path) -> None:
     cfg = tmp_path / "turnout.toml"
-    cfg.write_text('[router]\nthreshold = 0.0\nnever_route_tasks = []\n\n[shadow]\nsample = 1.0\n')
+    cfg.write_text("[router]\nthreshold = 0.0\nnever_route_tasks = []\n\n[shadow]\nsample = 1.0\n")
     port = free_port()
     proxy = make_proxy(
         "--web", "--web-port", str(port), "--set", f"web_password={PASSWORD}", "--config", str(cfg), shadow=True
     )
     api = Web(port)
     proxy.client().chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Classify: bad [[answer: negative]] [[cheap-answer: positive]]"}]
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Classify: bad [[answer: negative]] [[cheap-answer: positive]]"}],
     )
     deadline = time.monotonic() + 15
     comment = ""

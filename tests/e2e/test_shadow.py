@@ -48,6 +48,12 @@ def wait_evals(db: Path, n: int, timeout: float = 20) -> list[dict[str, Any]]:
         time.sleep(0.1)
 
 
+def model_of(request: dict[str, Any]) -> Any:
+    """The model a request the test server received asked for (other tests send bodies that are not JSON objects)."""
+    body = request["body"]
+    return body.get("model") if isinstance(body, dict) else None
+
+
 def ask(client, content: str, **kw: Any):
     return client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": content}], **kw)
 
@@ -217,7 +223,7 @@ def test_stateful_opted_out_and_failed_calls_are_never_shadowed(make_proxy, tmp_
     cfg = config(tmp_path, 'sample = 1.0\nexplore = 1.0\nnever_features = ["billing"]\n')
     proxy = make_proxy("--config", cfg, "--set", "turnout_cache_nondeterministic=false", shadow=True)
     client = proxy.client(api_key=KEY, max_retries=0)
-    before = sum(1 for r in upstream.requests if (r["body"] or {}).get("model") == "gpt-4o-mini")
+    before = sum(1 for r in upstream.requests if model_of(r) == "gpt-4o-mini")
     ask(client, "Stored call [[answer: a]]", store=True)
     ask(client, "Opted out [[answer: b]]", extra_headers={"x-turnout-shadow": "no"})
     ask(client, "Billing [[answer: c]]", extra_headers={"x-turnout-feature": "billing"})
@@ -237,7 +243,7 @@ def test_stateful_opted_out_and_failed_calls_are_never_shadowed(make_proxy, tmp_
         if r["id"] in {e["flow_id"] for e in rows}
     }
     assert shadowed == {"Cached [[answer: f]]", "Plain [[answer: g]]"}, shadowed
-    after = sum(1 for r in upstream.requests if (r["body"] or {}).get("model") == "gpt-4o-mini")
+    after = sum(1 for r in upstream.requests if model_of(r) == "gpt-4o-mini")
     assert after - before == 2
 
 
@@ -309,12 +315,21 @@ def test_a_silent_model_update_is_an_event(make_proxy, tmp_path):
 ANTHROPIC = ("--set", "turnout_hosts=api.openai.com", "--set", "turnout_hosts=api.anthropic.com")
 
 
-def test_anthropic_calls_are_shadowed_and_judged_by_another_providers_model(make_proxy, tmp_path, monkeypatch, upstream):
+def test_anthropic_calls_are_shadowed_and_judged_by_another_providers_model(
+    make_proxy, tmp_path, monkeypatch, upstream
+):
     monkeypatch.setenv("TURNOUT_TEST_JUDGE_KEY", "sk-judge-key-from-the-proxys-environment")
-    cfg = config(tmp_path, 'sample = 1.0\njudge_model = "gpt-4o-mini"\njudge_provider = "openai"\njudge_api_key_env = "TURNOUT_TEST_JUDGE_KEY"\n')
+    cfg = config(
+        tmp_path,
+        'sample = 1.0\njudge_model = "gpt-4o-mini"\njudge_provider = "openai"\njudge_api_key_env = "TURNOUT_TEST_JUDGE_KEY"\n',
+    )
     proxy = make_proxy("--config", cfg, *ANTHROPIC, shadow=True)
     client = proxy.anthropic_client(api_key="sk-ant-shadow-secret-0000", max_retries=0)
-    short = client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "Classify: nice [[answer: positive]]"}])
+    short = client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "Classify: nice [[answer: positive]]"}],
+    )
     assert short.content[0].text == "positive"
     client.messages.create(model="claude-sonnet-4-5", max_tokens=200, messages=[{"role": "user", "content":
                            "Describe Paris. [[answer: Paris is the capital of France, on the Seine.]] [[cheap-answer: Paris is a city. #worse]]"}])  # fmt: skip
@@ -323,15 +338,16 @@ def test_anthropic_calls_are_shadowed_and_judged_by_another_providers_model(make
         ("anthropic", "claude-haiku-4-5", "exact", "pass"),
         ("anthropic", "claude-haiku-4-5", "judge", "fail"),
     ]
-    shadow_calls = [r for r in upstream.requests if (r["body"] or {}).get("model") == "claude-haiku-4-5"]
+    shadow_calls = [r for r in upstream.requests if model_of(r) == "claude-haiku-4-5"]
+
     def header(r: dict[str, Any], name: str) -> str | None:
         return next((v for k, v in r["headers"].items() if k.lower() == name), None)
 
-    original = next(r for r in reversed(upstream.requests) if (r["body"] or {}).get("model") == "claude-sonnet-4-5")
+    original = next(r for r in reversed(upstream.requests) if model_of(r) == "claude-sonnet-4-5")
     credential = header(original, "x-api-key") or header(original, "authorization")
     assert "sk-ant-shadow-secret-0000" in credential
     assert [header(r, "x-api-key") or header(r, "authorization") for r in shadow_calls[-2:]] == [credential] * 2
-    judged = [r for r in upstream.requests if (r["body"] or {}).get("model") == "gpt-4o-mini"][-2:]
+    judged = [r for r in upstream.requests if model_of(r) == "gpt-4o-mini"][-2:]
     assert [header(r, "authorization") for r in judged] == ["Bearer sk-judge-key-from-the-proxys-environment"] * 2
     assert {r["origin"] for r in proxy.rows("origin is not null")} == {"shadow", "judge"}
 
