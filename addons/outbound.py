@@ -1,9 +1,10 @@
 """turnout's own calls to providers (shadows, judges), on a thread of their own.
 
 A worker thread runs its own asyncio loop and one pooled HTTP client (aiohttp: keep-alive, so a
-steady trickle of shadow calls reuses warm connections; chosen over httpx for its lower CPU per call). Nothing here runs on mitmproxy's loop:
-the proxy hands a coroutine over with `submit` and never waits for it, so a slow or hanging
-provider can only ever delay turnout's own calls, never a client's. Concurrency is bounded by a
+steady trickle of shadow calls reuses warm connections; chosen over httpx for its lower CPU per
+call). Nothing here runs on mitmproxy's loop: the proxy hands a coroutine over with `submit` and
+never waits for it, so a slow or hanging provider can only ever delay turnout's own calls, never
+a client's. Concurrency is bounded by a
 semaphore; what does not fit in the queue is dropped and counted.
 """
 
