@@ -102,6 +102,7 @@ class Shadow:
         self.seen_models: dict[tuple[str, str], set[tuple[str | None, str | None]]] = {}
         self.upstream_base: str | None = None
         self._main_loop: Any = None
+        self.vcr = False  # recording or replaying (turnout run --record / --replay)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -113,7 +114,7 @@ class Shadow:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if updated & {"turnout_config", "turnout_shadow"}:
+        if updated & {"turnout_config", "turnout_shadow", "turnout_record", "turnout_replay"}:
             try:
                 path = getattr(ctx.options, "turnout_config", "")
                 self.cfg = parse_shadow(config.section(path, "shadow"))
@@ -122,7 +123,10 @@ class Shadow:
                 raise exceptions.OptionsError(f"turnout_config {e}") from None
             target = router.get("target_quality", DEFAULT_TARGET_QUALITY)
             self.target = float(target) if isinstance(target, int | float) and not isinstance(target, bool) else 0.95
-            if not ctx.options.turnout_shadow:
+            self.vcr = bool(getattr(ctx.options, "turnout_record", False) or getattr(ctx.options, "turnout_replay", ""))
+            if not ctx.options.turnout_shadow or self.vcr:
+                # off by the user, or while recording / replaying a test suite's calls: a recording holds
+                # exactly the calls the suite made, and a replay makes none
                 self.cfg = ShadowConfig(enabled=False)
             if self.cfg.judge_api_key_env and not os.environ.get(self.cfg.judge_api_key_env):
                 raise exceptions.OptionsError(
@@ -174,6 +178,8 @@ class Shadow:
         self._main_loop = asyncio.get_running_loop()
         c = self.cfg
         if not c.enabled:
+            if self.vcr:
+                print("turnout: shadow evaluations off while recording or replaying", flush=True)
             return
         judge_line = f"judge {c.judge_model}" if c.judge_model else "no judge (free-text verdicts: unknown)"
         print(

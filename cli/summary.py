@@ -21,7 +21,7 @@ def print_run_summary(db_path: str, *, since: float, replay: bool = False) -> in
     row = db.execute(
         """select count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
                   sum(cost_usd), sum(error is not null), sum(cost_usd is null and prompt_tokens is not null)
-           from flows where started_at >= ?""",
+           from flows where started_at >= ? and origin is null""",
         [start],
     ).fetchone()
     flows, prompt, completion, cost, errors, unpriced = row
@@ -32,6 +32,11 @@ def print_run_summary(db_path: str, *, since: float, replay: bool = False) -> in
     if unpriced:
         line += f" · {unpriced} unpriced"
     console.print(line)
+    own, own_cost = db.execute(
+        "select count(*), coalesce(sum(cost_usd), 0) from flows where started_at >= ? and origin is not null", [start]
+    ).fetchone()
+    if own:
+        console.print(f"turnout: and {own} shadow/judge call(s) of its own (quality evidence) · ${own_cost:.4f}")
     misses = 0
     if replay and "cache" in {c.name for c in db["flows"].columns}:
         rows = db.execute(

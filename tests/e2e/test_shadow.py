@@ -382,3 +382,12 @@ def test_sigterm_with_shadows_in_flight_exits_cleanly(make_proxy, tmp_path):
     out = "".join(proxy.output)
     assert "Traceback" not in out and "Task was destroyed" not in out, out
     assert len(proxy.rows("origin is null")) == 4
+
+
+def test_no_shadows_while_recording_a_test_suite(make_proxy, tmp_path, upstream):
+    proxy = make_proxy("--config", config(tmp_path, "sample = 1.0\n"), "--set", "turnout_record=true", shadow=True)
+    assert any("shadow evaluations off while recording" in line for line in proxy.output)
+    before = sum(1 for r in upstream.requests if model_of(r) == "gpt-4o-mini")
+    ask(proxy.client(api_key=KEY), "Classify: recorded [[answer: yes]]")
+    time.sleep(0.5)
+    assert sum(1 for r in upstream.requests if model_of(r) == "gpt-4o-mini") == before and evals(proxy.db) == []
