@@ -17,7 +17,10 @@ from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
 from turnout.ledger.pricing import Usage
-from turnout.router.policy import RoutingPolicy
+from turnout.ledger.queries import EVIDENCE_SQL
+from turnout.ledger.store import open_ledger
+from turnout.router.policy import DEFAULT_TARGET_QUALITY, RoutingPolicy
+from turnout.router.quality import apply_evidence
 
 from . import config, state
 from .guard import fail_closed
@@ -42,6 +45,7 @@ class Route:
         self.services = services or Services()
         self.mode = "observe"
         self.policy: RoutingPolicy | None = None
+        self.target = DEFAULT_TARGET_QUALITY
         # Per client connection: whether its upstream connection is up, and the observed flows whose
         # request waits for it to come up (keyed by client: turnout_upstream rewrites the destination
         # after this hook, so the flow's own server_conn says nothing about the connection it will use).
@@ -67,9 +71,28 @@ class Route:
                 self.policy = RoutingPolicy.from_config(table)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_config [router]: {e}") from None
+            self.target = self.policy.target_quality or DEFAULT_TARGET_QUALITY
+            updated = updated | {"turnout_db"}
             # an explicit --mode / --set turnout_mode wins over the config file's [router] mode
             explicit = ctx.options._options["turnout_mode"].has_changed()
             self.mode = mode if mode is not None and not explicit else ctx.options.turnout_mode
+        if "turnout_db" in updated and self.policy is not None and self.policy.policy == "evidence":
+            self._load_evidence(getattr(ctx.options, "turnout_db", ""))
+
+    def _load_evidence(self, db_path: str) -> None:
+        """The evidence policy starts from every verdict already in the ledger (then Shadow keeps it current)."""
+        if not db_path:
+            return
+        try:
+            db = open_ledger(db_path)
+        except Exception as e:  # noqa: BLE001 - a ledger that cannot open is LedgerStore's to report
+            log.warning("turnout: evidence policy: cannot read %s: %s", db_path, e)
+            return
+        try:
+            for provider, reference, candidate, task, passed, decided in db.execute(EVIDENCE_SQL):
+                self.services.evidence[(provider, reference, candidate, task)] = (int(passed or 0), int(decided or 0))
+        finally:
+            db.conn.close()
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
@@ -132,6 +155,9 @@ class Route:
             group = (llm.provider.name, llm.requested_model or "", d.would_route_to, d.task)
             if group in self.services.reverted:  # Shadow measured this group below target (auto_revert)
                 d = dataclasses.replace(d, decision="keep", would_route_to=None, reason=REVERTED)
+        if self.policy.policy == "evidence" and d.candidate:
+            group = (llm.provider.name, llm.requested_model or "", d.candidate, d.task)
+            d = apply_evidence(d, self.services.evidence.get(group), self.target)
         llm.columns.update(
             task=d.task,
             score=None if d.score is None else round(d.score, 4),

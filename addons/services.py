@@ -33,6 +33,9 @@ class Services:
     degraded: set[tuple[str, str, str, str]] = field(default_factory=set)
     reverted: set[tuple[str, str, str, str]] = field(default_factory=set)
     shadow_counts: dict[str, int] = field(default_factory=dict)  # verdicts, plus `dropped` (not run)
+    # All decided verdicts per group, (passed, decided): loaded from the ledger by Route for the evidence
+    # policy, kept current by Shadow.
+    evidence: dict[tuple[str, str, str, str], tuple[int, int]] = field(default_factory=dict)
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

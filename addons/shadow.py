@@ -408,6 +408,8 @@ class Shadow:
         if verdict.verdict not in ("pass", "fail"):
             return
         key = group_key(job.row, job.reference_model, job.candidate_model)
+        passed, decided = self.services.evidence.get(key, (0, 0))
+        self.services.evidence[key] = (passed + (verdict.verdict == "pass"), decided + 1)
         board = self.services.quality
         rolling = board.get(key)
         if rolling is None:

@@ -10,3 +10,12 @@ SPENT_SQL = (
     "from flows where started_at >= ? and origin is null and blocked_by is null and (cache is null or cache != 'hit') "
     "and (error is null or prompt_tokens is not null) order by started_at"
 )
+
+# Every decided shadow verdict per routing group (provider, requested model, cheaper model, task), for
+# the evidence policy: observe mode compares the cheaper model's answer with the requested one's,
+# monitor mode the other way round; both are evidence about the same pair.
+EVIDENCE_SQL = (
+    "select f.provider, se.reference_model, se.candidate_model, coalesce(f.task, '?'), "
+    "sum(se.verdict = 'pass'), sum(se.verdict in ('pass', 'fail')) "
+    "from shadow_evals se join flows f on f.id = se.flow_id group by 1, 2, 3, 4"
+)

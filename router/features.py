@@ -182,6 +182,7 @@ class RequestFeatures:
     language: str = "unknown"
     uses: frozenset[str] = field(default_factory=frozenset)  # capability tags, see policy
     user_text: str = ""  # analysis excerpt of the last user message (lower-cased)
+    system_text: str = ""  # the head of the system / developer prompt (lower-cased): where API calls put the task
     words: tuple[str, ...] = ()  # words of ``user_text``; input to the hashed n-grams
 
 
@@ -302,6 +303,7 @@ def _excerpt(text: str) -> str:
     return text[:ANALYSIS_HEAD_CHARS] + "\n" + text[-ANALYSIS_TAIL_CHARS:]
 
 
+SYSTEM_CHARS = 600  # of the system / developer prompt read for the task: instructions lead it
 UNREADABLE = "unreadable"  # a `uses` tag no model has: a body the extractor could not read is never routed
 
 
@@ -325,11 +327,14 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
 
     role_counts: dict[str, int] = {}
     system_text_len = 0
+    system_parts: list[str] = []
     last_user = ""
     for role, text in msgs:
         role_counts[role] = role_counts.get(role, 0) + 1
         if role in ("system", "developer"):
             system_text_len += len(text)
+            if sum(map(len, system_parts)) < SYSTEM_CHARS:
+                system_parts.append(text)
         elif role == "user":
             last_user = text
     # BPE is the dearest step here: count only the text a model reads (not every message of a long history)
@@ -414,6 +419,7 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         language=_language(excerpt, words),
         uses=frozenset(uses),
         user_text=low,
+        system_text="\n".join(system_parts)[:SYSTEM_CHARS].lower(),
         words=tuple(words),
     )
 

@@ -67,8 +67,10 @@ CONFIG_KEYS = frozenset(
         "capabilities",
         "max_output",
         "allowed_betas",
+        "policy",
     }
 )
+POLICIES = ("score", "evidence")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class RoutingPolicy:
     default_model: str = DEFAULT_MODEL
     enabled: bool = True
     target_quality: float | None = None  # what the threshold was resolved from, if anything
+    # "evidence": per group, measured shadow verdicts decide where they are conclusive (router/quality.py)
+    policy: str = "score"
     rungs: Mapping[str, Mapping[str, str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +175,10 @@ class RoutingPolicy:
         if not isinstance(default_model, str) or not default_model.strip():
             raise ValueError(f"router.default_model must be a model name, got {default_model!r}")
 
+        policy = cfg.get("policy", "score")
+        if policy not in POLICIES:
+            raise ValueError(f"router.policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+
         encoding_name()  # load the tokenizer now, not on the first proxied request
         return cls(
             threshold=threshold,
@@ -185,6 +193,7 @@ class RoutingPolicy:
             default_model=default_model,
             enabled=enabled,
             target_quality=target,
+            policy=policy,
         )
 
     def decide(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import math
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 Z95 = 1.959963984540054
 
@@ -60,3 +62,26 @@ class RollingQuality:
 
     def recovered(self, target: float) -> bool:
         return bool(self.verdicts) and self.bounds()[0] >= target
+
+
+def apply_evidence(decision: Any, evidence: tuple[int, int] | None, target: float) -> Any:
+    """The evidence policy: a group's measured verdicts (passed, decided) decide where they are conclusive —
+    route when the lower bound clears `target`, keep when the upper bound misses it — and the score's
+    decision stands where they are not (no evidence yet, or not enough). `decision`: a RoutingDecision."""
+    if decision.decision not in ("route", "keep") or decision.candidate is None or not evidence:
+        return decision
+    passed, decided = evidence
+    if not decided:
+        return decision
+    low, high = wilson(passed, decided)
+    if low >= target:
+        return dataclasses.replace(
+            decision, decision="route", would_route_to=decision.candidate,
+            reason=f"evidence: pass rate {passed}/{decided}, 95% lower bound {low:.2f} >= {target:.2f}",
+        )  # fmt: skip
+    if high < target:
+        return dataclasses.replace(
+            decision, decision="keep", would_route_to=None,
+            reason=f"evidence: pass rate {passed}/{decided}, 95% upper bound {high:.2f} < {target:.2f}",
+        )  # fmt: skip
+    return decision

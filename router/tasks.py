@@ -9,11 +9,14 @@ first match wins:
    ``"none"``) or carries tool calls/results in its history. Checked first
    because it changes what a cheaper model must get right.
 2. ``translation``, ``summarization``, ``classification``, ``extraction``,
-   ``rewriting``: explicit instruction verbs ("translate", "summarize",
-   "classify", "extract", "rewrite", ...). Instructions sit at the start or
-   end of a prompt, so only the first/last ``INSTRUCTION_WINDOW`` characters
-   are searched — a document that merely *mentions* "summary" is not a
-   summarization request.
+   ``rewriting``, ``creative_writing``: explicit instructions ("translate",
+   "how do you say this in French", "TL;DR", "reply with the label only",
+   "pull out the total", "put this into plain English", ...). In API traffic
+   the instruction usually sits in the **system or developer prompt** and the
+   user message is only the payload, so that prompt is read first; then the
+   edges of the user text (instructions sit at the start or end of a prompt,
+   so only the first/last ``INSTRUCTION_WINDOW`` characters are searched — a
+   document that merely *mentions* "summary" is not a summarization request).
 3. ``code``: fenced code, code-looking lines, or programming vocabulary.
 4. ``qa`` for multiple-choice questions (options A/B/C/D).
 5. ``math``: LaTeX, equations, "solve"/"calculate", or a word problem with
@@ -48,6 +51,7 @@ TASKS: tuple[str, ...] = (
 )
 
 INSTRUCTION_WINDOW = 400
+_WORD_RE = re.compile(r"[a-zà-ÿ]+")
 
 _LANGS = (
     r"english|spanish|french|german|italian|portuguese|dutch|russian|chinese|mandarin|japanese|korean|arabic|"
@@ -59,29 +63,40 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\btranslat(?:e|ion|ing)\b|\btradu(?:ce|cir|ire|is|za)\b|\bübersetze?n?\b|"
             rf"\b(?:in|into|to) (?:{_LANGS})\s*[:.?!]?\s*$|^\s*(?:{_LANGS}) to (?:{_LANGS})\b|"
-            rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b"
+            rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b|"
+            rf"\bhow (?:do|would|can) (?:you|i|we) say\b.{{0,60}}\bin (?:{_LANGS})\b|"
+            rf"\b(?:say|write|put|render|give me) (?:this|that|it|these|the (?:text|message|following))\b.{{0,30}}"
+            rf"\b(?:in|into) (?:{_LANGS})\b|\b(?:{_LANGS}) (?:version|equivalent|translation)\b"
         ),
     ),
     (
         "summarization",
         re.compile(
             r"\bsummar(?:ize|ise|izing|ising|y)\b|\btl;?dr\b|\bkey (?:points|takeaways)\b|\bcondense\b|"
-            r"\bgist\b|\bin (?:one|a few|two|three|\d+) (?:sentences?|bullets?|words)\b|\brésum(?:e|é|er)\b|\bresumen\b"
+            r"\bgist\b|\bin (?:one|a few|two|three|\d+) (?:sentences?|bullets?|words)\b|\brésum(?:e|é|er)\b|\bresumen\b|"
+            r"\bboil (?:this|it|that) down\b|\bin a nutshell\b|\brecap\b|\bsum (?:it |this |that )?up\b|"
+            r"\b(?:short|brief|quick)(?:er)? (?:version|overview|rundown)\b|\bhighlights\b|\babstract (?:of|for)\b"
         ),
     ),
     (
         "classification",
         re.compile(
-            r"\bclassif(?:y|ication)\b|\bcategori[sz]e\b|\bsentiment\b|\bwhich (?:category|class|label)\b|"
-            r"\b(?:label|tag) (?:this|the following|each)\b|\bis (?:this|it) (?:spam|toxic|positive|negative)\b|"
-            r"\bpositive,? (?:or )?negative\b"
+            r"\bclassif(?:y|ication|ier)\b|\bcategori[sz]e\b|\bsentiment\b|"
+            r"\bwhich (?:category|class|label|team|department|queue|bucket|intent|topic)\b|"
+            r"\b(?:label|tag) (?:this|the following|each|it)\b|\bis (?:this|it) (?:spam|toxic|positive|negative)\b|"
+            r"\bpositive,? (?:or )?negative\b|\b(?:reply|respond|answer|return|output) with (?:only |just )?"
+            r"(?:the|one|a single|a|exactly one) (?:label|category|class|word|tag)\b|\blabel only\b|\bone label\b|"
+            r"\bis (?:this|the) (?:ticket|message|email|review|comment|post|request|text) (?:about|a|an)\b|"
+            r"\b(?:intent|priority|urgency|severity) (?:of|level|label)\b|\btriage\b|\bspam or (?:not|ham)\b"
         ),
     ),
     (
         "extraction",
         re.compile(
-            r"\bextract\b|\bpull out\b|\bparse\b|\bfind all\b|\blist (?:all|every|the) (?:names|dates|entities|emails|"
-            r"people|companies|items|numbers|amounts)\b|\bnamed entit(?:y|ies)\b|\bfill (?:in )?the (?:json|schema|fields)\b"
+            r"\bextract\b|\bpull (?:out )?the\b|\bpull out\b|\bparse\b|\bfind all\b|\blist (?:all|every|the) (?:names|dates|"
+            r"entities|emails|people|companies|items|numbers|amounts)\b|\bnamed entit(?:y|ies)\b|"
+            r"\bfill (?:in )?the (?:json|schema|fields)\b|\bgrab the\b|\bidentify (?:all |every )?(?:the )?(?:names|dates|"
+            r"amounts|entities|people|companies|fields)\b|\breturn (?:a |the )?json (?:object )?with\b"
         ),
     ),
     (
@@ -89,10 +104,29 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\bre-?write\b|\brephrase\b|\bparaphrase\b|\bproofread\b|\breword\b|\bpolish\b|"
             r"\b(?:fix|correct) (?:the |my )?(?:grammar|spelling|typos)\b|\bmake (?:it|this) (?:more|less|sound)\b|"
-            r"\bshorten\b|\bsimplify (?:this|the following)\b|\bedit (?:this|the following|my)\b"
+            r"\bshorten\b|\bsimplify (?:this|the following)\b|\bedit (?:this|the following|my)\b|"
+            r"\bplain (?:english|language|words)\b|\bmore (?:formal|casual|polite|concise|professional|friendly)\b|"
+            r"\bless (?:formal|technical|harsh)\b|\bclean (?:this |it )?up\b|\btighten\b|\bcopy-?edit\b|"
+            r"\bimprove (?:the )?(?:wording|writing|flow|clarity)\b|\bchange the tone\b"
         ),
     ),
 )
+# In a system prompt "answer in French" sets the reply's language, not a translation task: there only
+# an explicit verb, a language pair or "(the user's text) into <language>" counts.
+_SYSTEM_RULES = tuple(
+    (task, rx)
+    if task != "translation"
+    else (
+        task,
+        re.compile(
+            r"\btranslat(?:e|ion|ing|or)\b|\btradu(?:ce|cir|ire|is|za)\b|\bübersetze?n?\b|"
+            rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b|"
+            rf"\b(?:message|text|input|content|sentence|it|this)s? (?:in|into) (?:{_LANGS})\b(?! (?:only|always))"
+        ),
+    )
+    for task, rx in _RULES
+)
+_GATE_TRANSLATOR = frozenset({"translator"})
 # Gates: a rule's regex only runs when one of these words occurs in the
 # request's words (a set lookup); regex alternations over hundreds of
 # characters are the expensive part of classification.
@@ -104,14 +138,17 @@ _GATES: dict[str, frozenset[str]] = {
     | _LANG_WORDS,
     "summarization": frozenset(
         "summarize summarise summarizing summarising summary tl tldr key condense gist sentence sentences "
-        "bullet bullets words resume résumé résumer resumen".split()
+        "bullet bullets words resume résumé résumer resumen boil nutshell recap sum short shorter brief quick "
+        "highlights abstract".split()
     ),
     "classification": frozenset(
-        "classify classification categorize categorise sentiment which label tag is positive".split()
+        "classify classification classifier categorize categorise sentiment which label tag is positive reply "
+        "respond answer return output only intent priority urgency severity triage spam".split()
     ),
-    "extraction": frozenset("extract pull parse find list named fill".split()),
+    "extraction": frozenset("extract pull parse find list named fill grab identify return".split()),
     "rewriting": frozenset(
-        "rewrite re write rephrase paraphrase proofread reword polish fix correct make shorten simplify edit".split()
+        "rewrite re write rephrase paraphrase proofread reword polish fix correct make shorten simplify edit "
+        "plain more less clean tighten copyedit copy improve change".split()
     ),
     "code": frozenset(
         "python javascript typescript java golang rust c kotlin swift ruby php bash shell sql regex html css json api "
@@ -180,6 +217,16 @@ def classify_task(f: RequestFeatures) -> str:
     if (f.has_tools and f.tool_choice != "none") or f.has_tool_results:
         return "tool_use"
     text = f.user_text
+    if not text.strip() and not f.system_text:
+        return "other"
+    system = f.system_text
+    if system:  # the API shape: the instruction in the system prompt, the payload in the user message
+        sw = frozenset(_WORD_RE.findall(system))
+        for task, rx in _SYSTEM_RULES:
+            if not (sw.isdisjoint(_GATES[task]) and sw.isdisjoint(_GATE_TRANSLATOR)) and rx.search(system):
+                return task
+        if not sw.isdisjoint(_GATES["creative"]) and _CREATIVE_RE.search(system):
+            return "creative_writing"
     if not text.strip():
         return "other"
     instr = _instruction_text(f)

@@ -391,3 +391,42 @@ def test_no_shadows_while_recording_a_test_suite(make_proxy, tmp_path, upstream)
     ask(proxy.client(api_key=KEY), "Classify: recorded [[answer: yes]]")
     time.sleep(0.5)
     assert sum(1 for r in upstream.requests if model_of(r) == "gpt-4o-mini") == before and evals(proxy.db) == []
+
+
+def test_the_evidence_policy_routes_exactly_the_groups_the_evidence_clears(make_proxy, tmp_path):
+    db = tmp_path / "ledger.db"
+    sentiment = "Classify the sentiment of the customer's review. Reply with one word."
+    french = "Translate the user's message into French."
+    observe = make_proxy("--config", config(tmp_path, "sample = 1.0\n"), db=db, shadow=True)
+    client = observe.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
+
+    def call(c, system: str, user: str):
+        return c.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]
+        )
+
+    for i in range(85):  # the cheaper model always agrees: 85/85, lower bound above 0.95
+        call(client, sentiment, f"Review {i}: great value. [[answer: positive]]")
+    for i in range(12):  # the cheaper model gets every other one wrong
+        wrong = "[[cheap-answer: Au revoir]]" if i % 2 else ""
+        call(client, french, f"Good morning {i}. [[answer: Bonjour {i}]] {wrong}")
+    assert len(wait_evals(db, 97, timeout=60)) == 97
+    observe.stop()
+
+    cfg = tmp_path / "evidence.toml"
+    cfg.write_text(
+        '[router]\nthreshold = 1.0\npolicy = "evidence"\nnever_route_tasks = []\n\n[shadow]\nenabled = false\n'
+    )
+    route = make_proxy("--config", str(cfg), "--mode", "route", db=db)
+    client = route.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
+    a = call(client, sentiment, "Review: fine. [[answer: positive]]")
+    b = call(client, french, "Good night. [[answer: Bonne nuit.]]")
+    c = call(client, "Summarize the user's text in one sentence.", "Long text here. [[answer: A summary.]]")
+    rows = route.wait_rows(100, "origin is null")[-3:]
+    assert [(r["task"], r["routed"], r["model"]) for r in rows] == [
+        ("classification", 1, "gpt-4o-mini"),  # cleared by its evidence, though the score threshold says keep
+        ("translation", None, "gpt-4o"),  # its evidence says the cheaper model falls short
+        ("summarization", None, "gpt-4o"),  # no evidence yet: the score threshold (1.0) decides
+    ]
+    assert "evidence: pass rate 85/85" in rows[0]["route_reason"] and "upper bound" in rows[1]["route_reason"]
+    assert a.model == "gpt-4o-mini" and b.model == "gpt-4o" and c.model == "gpt-4o"

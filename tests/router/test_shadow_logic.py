@@ -185,3 +185,17 @@ def test_the_daily_cap_cannot_be_overshot_by_concurrent_reservations():
     assert cap.spent == pytest.approx(0.05) and cap.reserved == pytest.approx(0.5)
     assert cap.reserve(0.4, now) is not None and cap.reserve(0.1, now) is None
     assert cap.reserve(0.9, now + 86400) is not None  # a new UTC day starts from zero
+
+
+def test_the_evidence_policy_decides_only_where_the_evidence_is_conclusive():
+    from turnout.router.policy import RoutingDecision
+    from turnout.router.quality import apply_evidence
+
+    keep = RoutingDecision("qa", 0.2, "keep", None, "score 0.20 < 0.50", candidate="gpt-4o-mini")
+    route = RoutingDecision("qa", 0.9, "route", "gpt-4o-mini", "score 0.90 >= 0.50", candidate="gpt-4o-mini")
+    assert apply_evidence(keep, (90, 90), 0.95).decision == "route"  # cleared: routed despite the score
+    assert apply_evidence(route, (6, 12), 0.95).decision == "keep"  # measured short: kept despite the score
+    assert apply_evidence(route, (20, 20), 0.95) is route  # not conclusive yet: the score decides
+    assert apply_evidence(keep, None, 0.95) is keep and apply_evidence(keep, (0, 0), 0.95) is keep
+    skip = RoutingDecision("code", None, "skip", None, "task code is never routed")
+    assert apply_evidence(skip, (90, 90), 0.95) is skip  # never-route rules are never overridden
