@@ -53,7 +53,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.html:
         from turnout.ledger.report_html import render_html
 
-        Path(args.html).write_text(render_html(r, ledger=str(path)), encoding="utf-8")
+        from turnout.ledger.savings import savings
+
+        decision = savings(str(path), args.since or "")
+        Path(args.html).write_text(render_html(r, ledger=str(path), decision=decision), encoding="utf-8")
     if args.format == "json":
         sys.stdout.write(json.dumps(r.to_dict(), indent=2) + "\n")
     elif args.format == "csv":

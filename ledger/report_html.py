@@ -5,6 +5,8 @@ external assets) with the report's tables and charts — for a CI artifact or a 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
+
 from . import report as rpt
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
@@ -151,8 +153,42 @@ def _table(table_id: str, by: str, headers: list[str], rows: list[tuple[rpt.Grou
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def render_html(r: rpt.Report, *, ledger: str = "") -> str:
-    """The whole page as one string."""
+def _decision_section(decision: dict[str, Any]) -> str:
+    """The decision report (ledger/savings.py): per group what routing saves and at what measured quality."""
+    e = escape
+    q = decision["quality"]
+    rate = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
+    head = (
+        f"<p>Routing the groups whose measured quality clears {q['target_quality']:.0%} would save "
+        f"<b>${q['saving_per_month_cleared_usd']:.2f}/month</b> ({q['groups_cleared']} of {q['groups']} groups); "
+        f"routing everything the router picks, ${q['saving_per_month_all_usd']:.2f}/month "
+        f"(evidence: {q['evidence_calls']} shadow/judge calls, ${q['evidence_cost_usd']:.4f}).</p>"
+    )
+    cols = ["requested → cheaper", "task", "calls", "saving", "shadowed", "pass rate", "95% low", "recommendation"]
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in (
+            f"{g['requested_model']} → {g['would_route_to']}", g["task"], g["calls"], rpt.fmt_usd(g["saving_usd"]),
+            g["shadowed"], rate(g["pass_rate"]), rate(g["pass_rate_low"]), g["recommendation"],
+        )) + "</tr>"
+        for g in decision["groups"]
+    )  # fmt: skip
+    th = "".join(f"<th>{e(c)}</th>" for c in cols)
+    return f'<h2>Routing decisions</h2>{head}<table id="decisions"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def _quality_section(r: rpt.Report) -> str:
+    e = escape
+    rows = "".join(
+        f"<tr><td>{e(q['day'])}</td><td>{e(q['mode'])}</td><td>{e(rpt.fmt_pct(q['pass_rate']))}</td>"
+        f"<td>{q['passed'] + q['failed']}</td><td>{q['shadowed']}</td><td>{e(rpt.fmt_usd(q['cost_usd']))}</td></tr>"
+        for q in r.quality_daily
+    )
+    th = "".join(f"<th>{c}</th>" for c in ("day", "mode", "pass rate", "decided", "shadowed", "cost"))
+    return f'<h2>Quality (shadow evaluations)</h2><table id="quality"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def render_html(r: rpt.Report, *, ledger: str = "", decision: dict[str, Any] | None = None) -> str:
+    """The whole page as one string; `decision`: `ledger.savings.savings(...)`, when there is one to show."""
     e = escape
     title = f"turnout report · by {r.by}"
     parts = [
@@ -252,6 +288,10 @@ def render_html(r: rpt.Report, *, ledger: str = "") -> str:
             sav_rows,
         )
     )
+    if decision is not None and decision["groups"]:
+        parts.append(_decision_section(decision))
+    if r.quality_daily:
+        parts.append(_quality_section(r))
     parts.append(
         "<footer>Percentiles are nearest-rank over every call in the period; TTFT over streamed calls only. "
         "Calls to models without a known price are counted but add nothing to the cost. "

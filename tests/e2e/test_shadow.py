@@ -159,6 +159,14 @@ def test_observe_mode_shadows_measure_what_the_server_was_told(make_proxy, tmp_p
         turnout_cmd("report", "--db", str(proxy.db), "--since", "1d"), capture_output=True, text=True, check=True
     ).stdout
     assert "Quality (shadow evaluations)" in report
+    page = tmp_path / "report.html"
+    turnout(["report", "--db", str(proxy.db), "--since", "1d", "--html", str(page)])
+    html = page.read_text()
+    assert "<h2>Routing decisions</h2>" in html and "<h2>Quality (shadow evaluations)</h2>" in html and ">keep<" in html
+
+
+def turnout(args: list[str]) -> str:
+    return subprocess.run(turnout_cmd(*args), capture_output=True, text=True, check=True).stdout
 
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:
