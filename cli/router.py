@@ -34,11 +34,56 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_from_ledger(args: argparse.Namespace) -> int:
+    from turnout.ledger.report import parse_since
+    from turnout.ledger.store import open_ledger
+    from turnout.router.ledger_train import rows_from_ledger, train_from_ledger
+
+    if not Path(args.from_ledger).exists():
+        raise Failure(f"no ledger at {args.from_ledger}")
+    try:
+        since = parse_since(args.since) or ""
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    db = open_ledger(args.from_ledger)
+    try:
+        rows = rows_from_ledger(db.conn, since)
+    finally:
+        db.conn.close()
+    try:
+        report = train_from_ledger(rows, Path(args.out), seed=args.seed)
+    except (OSError, ValueError) as e:
+        raise Failure(str(e)) from None
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        from .report import make_console
+
+        console = make_console()
+        console.print(
+            f"{report.n_rows} shadow verdicts: {report.n_train} train / {report.n_val} validation / {report.n_test} "
+            f"test; ledger rows weighted x{report.weight:g} (validation APGR per weight: "
+            + ", ".join(f"x{w:g} {a:.3f}" for w, a in report.val_apgr.items())
+            + ")"
+        )
+        console.print(
+            f"held-out test rows: APGR new {report.test_apgr_new:.3f} vs shipped {report.test_apgr_shipped:.3f}; "
+            f"calibration error new {report.test_ece_new:.3f} vs shipped {report.test_ece_shipped:.3f}"
+        )
+        console.print(f"→ {report.artifact}: load it with [router] model_path" if report.written else report.reason)
+    return 0 if report.written else 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from turnout.router.train import train
+
+    if args.from_ledger:
+        return cmd_train_from_ledger(args)
+    if not args.data:
+        raise UsageError("give --data FILE… (labelled rows) or --from-ledger DB (shadow verdicts)")
 
     try:
         report = train([Path(p) for p in args.data], Path(args.out), seed=args.seed)
@@ -158,14 +203,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     sp.set_defaults(func=cmd_classify)
 
-    sp = sub.add_parser("train", help="retrain the difficulty model and print validation APGR")
+    sp = sub.add_parser("train", help="retrain the difficulty model (from labelled data or the ledger's verdicts)")
+    sp.add_argument("--data", nargs="+", metavar="FILE", help="JSON lines with messages, strong_correct, weak_correct")
     sp.add_argument(
-        "--data",
-        nargs="+",
-        required=True,
-        metavar="FILE",
-        help="JSON lines with messages, strong_correct, weak_correct",
+        "--from-ledger", metavar="DB", help="train on this ledger's shadow verdicts mixed with the shipped data"
     )
+    sp.add_argument("--since", default="", help="with --from-ledger: only verdicts since (7d, 2026-11-01, …)")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.add_argument("--out", required=True, help="where to write the model (JSON)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_train)

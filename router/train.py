@@ -189,24 +189,25 @@ def _round(x: float) -> float:
     return float(f"{x:.5g}")
 
 
-def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
-    """Fit on the training split, validate, write the JSON artifact to ``out``."""
+def fit(
+    rows: Sequence[TrainRow],
+    train_idx: Sequence[int],
+    seed: int = 0,
+    sample_weight: Sequence[float] | None = None,
+    feats: Sequence[RequestFeatures] | None = None,
+) -> DifficultyModel:
+    """The model fit on `rows[train_idx]` (optionally weighted), pruned and rounded as it ships; no report yet."""
     import numpy as np
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    rows = read_rows(data_paths)
-    if len(rows) < 10:
-        raise ValueError(f"need at least 10 rows to train, got {len(rows)}")
-    train_idx, val_idx = split_rows(rows, seed)
-    feats = [features_for(r) for r in rows]
+    feats = list(feats) if feats is not None else [features_for(r) for r in rows]
     y = np.array([1 if r.weak_correct >= r.strong_correct else 0 for r in rows])
-    if len(set(y[train_idx].tolist())) < 2:
+    if len(set(y[list(train_idx)].tolist())) < 2:
         raise ValueError(
             "training split has a single label; need rows where the weak model loses and where it does not"
         )
-
     dense = np.array([dense_vector(f) for f in feats], dtype=float)
     data, ind, ptr = [], [], [0]
     for f in feats:
@@ -215,11 +216,15 @@ def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
             data.append(v)
         ptr.append(len(ind))
     x_hash = sparse.csr_matrix((data, ind, ptr), shape=(len(rows), N_BUCKETS))
-    scaler = StandardScaler().fit(dense[train_idx])
+    scaler = StandardScaler().fit(dense[list(train_idx)])
     x = sparse.hstack([x_hash, sparse.csr_matrix(scaler.transform(dense))]).tocsr()
 
     clf = LogisticRegression(C=C, max_iter=3000, random_state=seed)
-    clf.fit(x[train_idx], y[train_idx])
+    clf.fit(
+        x[list(train_idx)],
+        y[list(train_idx)],
+        sample_weight=None if sample_weight is None else np.asarray(sample_weight),
+    )
     coef = clf.coef_[0]
     hash_coef = coef[:N_BUCKETS]
     dense_coef = coef[N_BUCKETS:] / scaler.scale_
@@ -231,8 +236,7 @@ def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
     hash_weights = {
         int(b): _round(float(hash_coef[b])) for b in sorted(nz.tolist()) if _round(float(hash_coef[b])) != 0.0
     }
-
-    model = DifficultyModel(
+    return DifficultyModel(
         version=MODEL_VERSION,
         intercept=_round(intercept),
         dense_names=DENSE_FEATURES,
@@ -243,6 +247,17 @@ def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
         report={},
         calibration=(),
     )
+
+
+def train(data_paths: list[Path], out: Path, seed: int = 0) -> TrainReport:
+    """Fit on the training split, validate, write the JSON artifact to ``out``."""
+    rows = read_rows(data_paths)
+    if len(rows) < 10:
+        raise ValueError(f"need at least 10 rows to train, got {len(rows)}")
+    train_idx, val_idx = split_rows(rows, seed)
+    feats = [features_for(r) for r in rows]
+    model = fit(rows, train_idx, seed, feats=feats)
+    hash_weights = model.hash_weights
     # score with the exported (pruned, rounded) model so the report describes what ships
     scores = [model.score(f) for f in feats]
     val_rows = [rows[i] for i in val_idx]

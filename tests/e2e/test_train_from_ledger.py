@@ -1,0 +1,74 @@
+"""A deployment's own router from its shadow verdicts: a ledger built end to end through a real proxy
+(the test server's cheaper model fails exactly the questions about warranties), then
+`turnout train --from-ledger`; the new model orders fresh requests from the same rule far better than
+the shipped one, and loads with `[router] model_path`."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+
+from conftest import turnout_cmd
+from test_shadow import KEY, config, wait_evals
+
+from turnout.router.difficulty import load_model
+from turnout.router.ledger_train import score_apgr
+from turnout.router.train import TrainRow
+
+PRODUCTS = ["blender", "laptop", "headphones", "coffee machine", "vacuum", "phone case", "monitor", "router",
+            "kettle", "desk lamp", "e-bike", "camera", "printer", "keyboard", "smartwatch"]  # fmt: skip
+ASKS = ["Can I return my {p} after 40 days?", "How do I reset my {p}?", "Is the {p} covered by warranty if it falls?",
+        "Does the warranty on the {p} include water damage?", "Where is my {p} order?", "What colour options does the {p} have?",
+        "Who pays shipping when a {p} under warranty is repaired?", "Can I change the delivery address for my {p}?",
+        "How long is the warranty for a refurbished {p}?", "Is there a student discount on the {p}?"]  # fmt: skip
+SYSTEM = "You are the support assistant of an online store. Answer in one short sentence."
+
+
+def request(rng: random.Random, i: int) -> tuple[dict, bool]:
+    ask = rng.choice(ASKS).format(p=rng.choice(PRODUCTS))
+    hard = "warranty" in ask  # the rule: the cheaper model gets warranty questions wrong
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"#{i} {ask}"}],
+    }
+    return body, hard
+
+
+def test_train_from_ledger_learns_the_teams_own_rule(make_proxy, tmp_path):
+    db = tmp_path / "ledger.db"
+    proxy = make_proxy("--config", config(tmp_path, "sample = 1.0\n"), db=db, shadow=True)
+    client = proxy.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
+    rng = random.Random(1)
+    n = 260
+    for i in range(n):
+        body, hard = request(rng, i)
+        directive = "[[answer: yes]]" + (" [[cheap-answer: no]]" if hard else "")
+        body["messages"][1]["content"] += f" {directive}"
+        client.chat.completions.create(**body)
+    assert len(wait_evals(db, n, timeout=60)) == n
+    proxy.stop()
+
+    out = tmp_path / "own.json"
+    run = subprocess.run(turnout_cmd("train", "--from-ledger", str(db), "--out", str(out), "--format", "json"),
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    print("from-ledger report:", report)
+    assert report["written"] and report["n_test"] >= 40 and report["test_apgr_new"] > report["test_apgr_shipped"]
+
+    fresh_rng = random.Random(99)  # fresh requests from the same rule, never in the ledger
+    fresh = []
+    for i in range(300):
+        body, hard = request(fresh_rng, 10_000 + i)
+        fresh.append(TrainRow(f"f{i}", "fresh", body, 1.0, 0.0 if hard else 1.0))
+    own, shipped = score_apgr(load_model(str(out)), fresh), score_apgr(load_model(None), fresh)
+    print(f"fresh APGR: own {own:.3f}, shipped {shipped:.3f}")
+    assert own >= 0.75 and own >= shipped + 0.2, (own, shipped)
+
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(f'[router]\nmodel_path = "{out}"\n')
+    lines = [json.dumps(request(random.Random(s), 0)[0]) for s in (3, 4)]
+    scored = subprocess.run(turnout_cmd("classify", "--config", str(cfg)), input="\n".join(lines) + "\n",
+                            capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
+    assert len(scored.strip().splitlines()) == 2
