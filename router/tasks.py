@@ -51,7 +51,7 @@ TASKS: tuple[str, ...] = (
 )
 
 INSTRUCTION_WINDOW = 400
-_WORD_RE = re.compile(r"[a-zà-ÿ]+")
+_WORD_RE = re.compile(r"\w+")
 
 _LANGS = (
     r"english|spanish|french|german|italian|portuguese|dutch|russian|chinese|mandarin|japanese|korean|arabic|"
@@ -61,8 +61,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "translation",
         re.compile(
-            r"\btranslat(?:e|ion|ing)\b|\btradu(?:ce|cir|ire|is|za)\b|\bübersetze?n?\b|"
-            rf"\b(?:in|into|to) (?:{_LANGS})\s*[:.?!]?\s*$|^\s*(?:{_LANGS}) to (?:{_LANGS})\b|"
+            r"\btranslat(?:e|ion|ing)\b|\btradu(?:ce|cir|ire|is|za|ci)\b|\bübersetze?n?\b|\bprzetłumacz\w*|"
+            r"\bперевед\w*|翻訳|翻译|번역|"
+            rf"\b(?:in|into|to) (?:{_LANGS})\s*[:.?!]?\s*$|\b(?:{_LANGS}),? please\s*[.!?]?\s*$|^\s*(?:{_LANGS}) to (?:{_LANGS})\b|"
             rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b|"
             rf"\bhow (?:do|would|can) (?:you|i|we) say\b.{{0,60}}\bin (?:{_LANGS})\b|"
             rf"\b(?:say|write|put|render|give me) (?:this|that|it|these|the (?:text|message|following))\b.{{0,30}}"
@@ -74,6 +75,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\bsummar(?:ize|ise|izing|ising|y)\b|\btl;?dr\b|\bkey (?:points|takeaways)\b|\bcondense\b|"
             r"\bgist\b|\bin (?:one|a few|two|three|\d+) (?:sentences?|bullets?|words)\b|\brésum(?:e|é|er)\b|\bresumen\b|"
+            r"\bresume (?:este|el|la|esta)\b|\bzusammenfass\w*|"
             r"\bboil (?:this|it|that) down\b|\bin a nutshell\b|\brecap\b|\bsum (?:it |this |that )?up\b|"
             r"\b(?:short|brief|quick)(?:er)? (?:version|overview|rundown)\b|\bhighlights\b|\babstract (?:of|for)\b"
         ),
@@ -87,7 +89,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\bpositive,? (?:or )?negative\b|\b(?:reply|respond|answer|return|output) with (?:only |just )?"
             r"(?:the|one|a single|a|exactly one) (?:label|category|class|word|tag)\b|\blabel only\b|\bone label\b|"
             r"\bis (?:this|the) (?:ticket|message|email|review|comment|post|request|text) (?:about|a|an)\b|"
-            r"\b(?:intent|priority|urgency|severity) (?:of|level|label)\b|\btriage\b|\bspam or (?:not|ham)\b"
+            r"\b(?:intent|priority|urgency|severity) (?:of|level|label)\b|\btriage\b|\bspam or (?:not|ham)\b|"
+            r"\bsentimiento\b|\bidentify the (?:language|intent|category|topic|sentiment)\b|\brate\b.{0,60}\bscale\b|"
+            r"\btag (?:the|each|every|it|this)\b|\b(?:tag|label)s? [a-z ]{0,20}\bby\b"
         ),
     ),
     (
@@ -96,7 +100,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\bextract\b|\bpull (?:out )?the\b|\bpull out\b|\bparse\b|\bfind all\b|\blist (?:all|every|the) (?:names|dates|"
             r"entities|emails|people|companies|items|numbers|amounts)\b|\bnamed entit(?:y|ies)\b|"
             r"\bfill (?:in )?the (?:json|schema|fields)\b|\bgrab the\b|\bidentify (?:all |every )?(?:the )?(?:names|dates|"
-            r"amounts|entities|people|companies|fields)\b|\breturn (?:a |the )?json (?:object )?with\b"
+            r"amounts|entities|people|companies|fields)\b|\breturn (?:a |the )?json (?:object )?with\b|"
+            r"\blist (?:every|each|all) (?:action item|item|competitor|product|name|date|person|company|task|"
+            r"ingredient|requirement|error|deadline)s?\b"
         ),
     ),
     (
@@ -107,7 +113,8 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\bshorten\b|\bsimplify (?:this|the following)\b|\bedit (?:this|the following|my)\b|"
             r"\bplain (?:english|language|words)\b|\bmore (?:formal|casual|polite|concise|professional|friendly)\b|"
             r"\bless (?:formal|technical|harsh)\b|\bclean (?:this |it )?up\b|\btighten\b|\bcopy-?edit\b|"
-            r"\bimprove (?:the )?(?:wording|writing|flow|clarity)\b|\bchange the tone\b"
+            r"\bimprove (?:the )?(?:wording|writing|flow|clarity)\b|\bchange the tone\b|\bpolished\b|"
+            r"\bsound (?:less|more)\b|\b(?:british|american) (?:english|spelling)\b|\bpatient-friendly\b"
         ),
     ),
 )
@@ -133,22 +140,25 @@ _GATE_TRANSLATOR = frozenset({"translator"})
 _LANG_WORDS = frozenset(_LANGS.split("|"))
 _GATES: dict[str, frozenset[str]] = {
     "translation": frozenset(
-        "translate translation translating traduce traducir traduire traduis traduza übersetze übersetzen".split()
+        "translate translation translating traduce traducir traduire traduis traduza traduci übersetze übersetzen "
+        "przetłumacz".split()
     )
     | _LANG_WORDS,
     "summarization": frozenset(
-        "summarize summarise summarizing summarising summary tl tldr key condense gist sentence sentences "
+        "summarize summarise summarizing summarising summary tl tldr key condense gist sentence sentences resume "
+        "zusammenfassung zusammenfassen "
         "bullet bullets words resume résumé résumer resumen boil nutshell recap sum short shorter brief quick "
         "highlights abstract".split()
     ),
     "classification": frozenset(
-        "classify classification classifier categorize categorise sentiment which label tag is positive reply "
-        "respond answer return output only intent priority urgency severity triage spam".split()
+        "classify classification classifier categorize categorise sentiment which label tag tags labels is "
+        "positive reply respond answer return output only intent priority urgency severity triage spam "
+        "sentimiento identify rate".split()
     ),
     "extraction": frozenset("extract pull parse find list named fill grab identify return".split()),
     "rewriting": frozenset(
-        "rewrite re write rephrase paraphrase proofread reword polish fix correct make shorten simplify edit "
-        "plain more less clean tighten copyedit copy improve change".split()
+        "rewrite re write rephrase paraphrase proofread reword polish polished fix correct make shorten simplify "
+        "edit plain more less clean tighten copyedit copy improve change sound british american patient".split()
     ),
     "code": frozenset(
         "python javascript typescript java golang rust c kotlin swift ruby php bash shell sql regex html css json api "
@@ -162,7 +172,8 @@ _GATES: dict[str, frozenset[str]] = {
     "how_many": frozenset("many much long far old total sum average difference".split()),
     "creative": frozenset(
         "poem story stories haiku limerick song lyrics sonnet fairy fairytale fable screenplay script dialogue novel "
-        "chapter joke rap verse slogan tagline essay once".split()
+        "chapter joke rap verse slogan tagline essay once slogans taglines fiction subject headline headlines "
+        "caption captions description descriptions copy".split()
     ),
     "reasoning": frozenset(
         "step explain prove reason reasoning puzzle riddle logic logical pros trade tradeoff tradeoffs analyze "
@@ -187,9 +198,35 @@ _WORD_PROBLEM_RE = re.compile(
     r"\b(?:average|rate|speed|percent|per|total|cost|costs|profit|each|twice|half|times|miles|hours|minutes|dollars|price)\b|[$%]"
 )
 _CREATIVE_RE = re.compile(
-    r"\b(?:write|compose|create|draft|give me|tell me)\b.{0,40}\b(?:poem|story|stories|haiku|limerick|song|lyrics|"
-    r"sonnet|fairy ?tale|fable|screenplay|script for a|dialogue|novel|chapter|joke|rap|verse|slogan|tagline|essay)\b|"
-    r"\b(?:poem|short story|haiku|limerick|sonnet) (?:about|on)\b|\bonce upon a time\b"
+    r"\b(?:write|compose|create|draft|give me|tell me|generate|come up with|suggest)\b.{0,40}\b(?:poem|story|stories|"
+    r"haiku|limerick|song|lyrics|sonnet|fairy ?tale|fable|screenplay|script for a|dialogue|novel|chapter|joke|rap|"
+    r"verse|slogans?|taglines?|essay|flash fiction|fiction|subject lines?|headlines?|captions?|"
+    r"(?:product|listing|e-commerce|real-estate) descriptions?|(?:landing-page|ad|marketing|web) copy|copy for)\b|"
+    r"\b(?:poem|short story|haiku|limerick|sonnet) (?:about|on|for)\b|\bonce upon a time\b"
+)
+# Only in a system / developer prompt: who the assistant is tells the task there (a code assistant, a
+# calculator, a planner), where in a user message it would be mere topic.
+_SYSTEM_CODE_RE = re.compile(
+    r"\b(?:python|javascript|typescript|react|golang|rust|kotlin|swift|sql|regex|regular expression|yaml|"
+    r"bash|shell|pytest|unit tests?|function body|code|programmer|developer|ci configuration|dockerfile)\b"
+)
+_SYSTEM_REASONING_RE = re.compile(
+    r"\bstep by step\b|\breason about\b|\broot cause\b|\bconstraints\b|\bpropose which\b|\bprioriti[sz]e\b|"
+    r"\btrade-?offs?\b"
+)
+_SYSTEM_MATH_RE = re.compile(r"\bcalculat\w*|\bcompute the (?:total|price|amount|tax)\b")
+# Puzzles and decisions carry numbers, so they are told before math is.
+_PUZZLE_RE = re.compile(
+    r"\bwho (?:owns|broke|is lying|stole|did it|is telling)\b|\btelling the truth\b|\bminimum number of\b|"
+    r"\bmeasure exactly\b|\bwhich option (?:makes more sense|is better)\b|\bhow should i think about\b|"
+    r"\b(?:riddle|puzzle)\b"
+)
+_MATH_EXTRA_RE = re.compile(
+    r"\b(?:area|perimeter|volume|circumference) of (?:a|the|an)\b|\bsquare root\b|\braíz cuadrada\b|"
+    r"\bprove that\b.{0,60}\b(?:irrational|prime|divisible|even|odd|integer|infinite)\b"
+)
+_CHATTY_RE = re.compile(
+    r"^\s*(?:do you (?:like|love|enjoy|have)|what'?s your favou?rite|i just (?:got|had|finished|bought))\b"
 )
 _REASONING_RE = re.compile(
     r"\bstep[- ]by[- ]step\b|\bexplain why\b|\bprove\b|\breason(?:ing)?\b|\bpuzzle\b|\briddle\b|\blogic(?:al)?\b|"
@@ -221,12 +258,9 @@ def classify_task(f: RequestFeatures) -> str:
         return "other"
     system = f.system_text
     if system:  # the API shape: the instruction in the system prompt, the payload in the user message
-        sw = frozenset(_WORD_RE.findall(system))
-        for task, rx in _SYSTEM_RULES:
-            if not (sw.isdisjoint(_GATES[task]) and sw.isdisjoint(_GATE_TRANSLATOR)) and rx.search(system):
-                return task
-        if not sw.isdisjoint(_GATES["creative"]) and _CREATIVE_RE.search(system):
-            return "creative_writing"
+        task = _system_task(system)
+        if task is not None:
+            return task
     if not text.strip():
         return "other"
     instr = _instruction_text(f)
@@ -242,8 +276,11 @@ def classify_task(f: RequestFeatures) -> str:
         return "code"
     if f.n_choices >= 3:
         return "qa"
+    if _PUZZLE_RE.search(instr):
+        return "reasoning"
     if (
-        f.has_latex
+        _MATH_EXTRA_RE.search(instr)
+        or f.has_latex
         or (not ws.isdisjoint(_GATES["math"]) and _MATH_RE.search(instr))
         or (f.n_numbers >= 2 and f.n_math_symbols >= 1 and f.n_words <= 12)
         or (f.n_numbers >= 1 and not ws.isdisjoint(_GATES["how_many"]) and _HOW_MANY_RE.search(text))
@@ -254,8 +291,35 @@ def classify_task(f: RequestFeatures) -> str:
         return "creative_writing"
     if not ws.isdisjoint(_GATES["reasoning"]) and _REASONING_RE.search(instr):
         return "reasoning"
+    if _CHATTY_RE.search(text):
+        return "chat"
     if f.n_question_marks or _QUESTION_START_RE.search(text):
         return "qa"
     if f.n_assistant_turns >= 1 or _GREETING_RE.search(text) or f.n_words <= 12:
         return "chat"
     return "other"
+
+
+_SYSTEM_CHECKS = (
+    *_SYSTEM_RULES,
+    ("creative_writing", _CREATIVE_RE),
+    ("code", _SYSTEM_CODE_RE),
+    ("reasoning", _SYSTEM_REASONING_RE),
+    ("math", _SYSTEM_MATH_RE),
+)
+
+
+def _system_task(system: str) -> str | None:
+    """The task a system prompt sets: of the instructions it holds, the one it states first."""
+    words = frozenset(_WORD_RE.findall(system))
+    best: tuple[int, str] | None = None
+    for task, rx in _SYSTEM_CHECKS:
+        gate = _GATES.get("creative" if task == "creative_writing" else task)
+        if task in ("code", "reasoning", "math"):
+            gate = None  # short regexes on a short text: no gate needed
+        if gate is not None and words.isdisjoint(gate) and not (task == "translation" and "translator" in words):
+            continue
+        m = rx.search(system)
+        if m is not None and (best is None or m.start() < best[0]):
+            best = (m.start(), task)
+    return None if best is None else best[1]
