@@ -318,3 +318,27 @@ def validation_apgr(model: DifficultyModel, data_paths: list[Path], seed: int | 
 
 
 __all__ = ["TrainReport", "train", "read_rows", "split_rows", "calibration_table", "validation_apgr"]
+
+
+def cross_validated_apgr(rows: Sequence[TrainRow], folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """APGR on every row held out once: `folds` fits, each scoring the fold it did not see (per source,
+    by id hash). Returns the out-of-fold APGR per family and overall, and each fold's, for the spread."""
+    by_source: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_source.setdefault(r.source, []).append(i)
+    fold_of = [0] * len(rows)
+    for idx in by_source.values():
+        idx.sort(key=lambda i: (zlib.crc32(f"{seed}:{rows[i].id}".encode()), rows[i].id))
+        for j, i in enumerate(idx):
+            fold_of[i] = j % folds
+    feats = [features_for(r) for r in rows]
+    scores = [0.0] * len(rows)
+    per_fold = []
+    for k in range(folds):
+        train_idx = [i for i in range(len(rows)) if fold_of[i] != k]
+        held = [i for i in range(len(rows)) if fold_of[i] == k]
+        model = fit(rows, train_idx, seed, feats=feats)
+        for i in held:
+            scores[i] = model.score(feats[i])
+        per_fold.append(apgr_by_source([scores[i] for i in held], [rows[i] for i in held]))
+    return {"out_of_fold": apgr_by_source(scores, rows), "folds": per_fold}

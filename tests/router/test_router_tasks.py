@@ -83,3 +83,13 @@ def test_document_that_mentions_summary_is_not_summarization():
     filler = "Revenue grew in every region. " * 40
     doc = filler + "A quarterly summary of sales figures was circulated. " + filler
     assert task_of(doc + "\nWhat was the trend in revenue?") == "qa"
+
+
+def test_task_accuracy_on_api_style_requests_holds():
+    """The API-style set (written apart from the rules): the tuning half and the held-out half."""
+    from turnout.router.task_eval import task_accuracy
+
+    acc = task_accuracy()
+    assert acc["tuning"].n + acc["held-out"].n == 260
+    assert acc["tuning"].accuracy >= 0.9  # the rules were tuned looking at this half
+    assert acc["held-out"].accuracy >= 0.6, acc["held-out"].confusions[:8]  # the honest number (0.26 before)

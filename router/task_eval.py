@@ -1,0 +1,51 @@
+"""Task accuracy on API-style requests (`router/data/task_eval_api.jsonl`, see router/data/README.md).
+
+The set is split in two halves by a hash of each row's id: the rules in router/tasks.py were tuned
+looking at the *tuning* half only; the *held-out* half is the honest number.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .features import extract_features
+from .tasks import classify_task
+
+EVAL_SET = Path(__file__).parent / "data" / "task_eval_api.jsonl"
+
+
+@dataclass(frozen=True)
+class TaskAccuracy:
+    half: str
+    n: int
+    correct: int
+    confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (expected, got, count), commonest first
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+
+def half_of(row_id: str) -> str:
+    return "tuning" if zlib.crc32(row_id.encode()) % 2 == 0 else "held-out"
+
+
+def task_accuracy(path: Path = EVAL_SET) -> dict[str, TaskAccuracy]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = {}
+    for half in ("tuning", "held-out"):
+        sel = [r for r in rows if half_of(r["id"]) == half]
+        conf: collections.Counter[tuple[str, str]] = collections.Counter()
+        correct = 0
+        for r in sel:
+            got = classify_task(extract_features(r["body"]))
+            if got == r["task"]:
+                correct += 1
+            else:
+                conf[(r["task"], got)] += 1
+        out[half] = TaskAccuracy(half, len(sel), correct, [(a, b, n) for (a, b), n in conf.most_common()])
+    return out
