@@ -110,6 +110,22 @@ def _target_quality(config_path: str | None) -> float:
     return float(target)
 
 
+def _what_if(args: argparse.Namespace) -> dict:
+    from turnout.ledger.pricing import PriceBook, load_genai_prices
+    from turnout.ledger.savings import what_if
+    from turnout.router.policy import RoutingPolicy
+
+    table = dict(config.section(args.config, "router"))
+    table.pop("mode", None)
+    table["model_path"] = str(args.model)
+    try:
+        policy = RoutingPolicy.from_config(table)
+    except ValueError as e:
+        raise Failure(f"--model {args.model}: {e}") from None
+    load_genai_prices()
+    return what_if(args.db, args.since, policy, PriceBook())
+
+
 def cmd_savings(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
         raise Failure(f"no ledger at {args.db}")
@@ -121,6 +137,8 @@ def cmd_savings(args: argparse.Namespace) -> int:
         data = savings(args.db, args.since, target_quality=target)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.model:
+        data["what_if"] = _what_if(args)
     if args.format == "json":
         print(json.dumps(data, indent=2))
         return 0
@@ -185,6 +203,13 @@ def cmd_savings(args: argparse.Namespace) -> int:
                 f"  {r['requested_model']} → {r['candidate_model']} {r['task']}: {r['shadowed']} shadowed, "
                 f"pass rate {rate(r['pass_rate'])} (95% low {rate(r['pass_rate_low'])}) — {r['recommendation']}"
             )
+    if "what_if" in data:
+        w = data["what_if"]["totals"]
+        console.print(
+            f"With {args.model}: {w['route_now']} of {w['calls']} observed calls would route (the router then: "
+            f"{w['route_before']}; {w['changed']} decisions change), saving ${w['saving_now_usd']:.4f} "
+            f"(then ${w['saving_before_usd']:.4f}) on their real usage"
+        )
     if t["cache_hits"]:
         console.print(
             f"{t['cache_hits']} more call(s) the router would route were cache hits: free on any model, not counted"
@@ -217,6 +242,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("savings", help="what routing would save, and at what measured quality (the decision report)")
     sp.add_argument("--db", default="turnout.db")
     sp.add_argument("--config", help="turnout's TOML config file ([router] target_quality)")
+    sp.add_argument("--model", type=Path, help="also show what this difficulty model would have decided")
     sp.add_argument("--since", default="", help="7d, 24h, 30m or a date like 2026-11-01")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.set_defaults(func=cmd_savings)

@@ -176,3 +176,63 @@ def savings(
         "by_feature": by_feature,
         "by_template": by_template,
     }
+
+
+WHAT_IF_SQL = """
+select provider, request_body, requested_model, coalesce(task, '?'), decision, cost_usd,
+       prompt_tokens, cached_prompt_tokens, completion_tokens, reasoning_tokens, cache_write_tokens, api_key_fp, feature
+from flows
+where origin is null and routed is null and decision in ('route', 'keep') and request_body is not null
+  and started_at >= ? and coalesce(cache, '') not in ('hit', 'replay') and prompt_tokens is not null
+"""
+
+
+def what_if(db_path: str, since: str, policy: Any, prices: Any) -> dict[str, Any]:
+    """What `policy` (say, a model trained with `turnout train --from-ledger`) would have decided on the
+    observed traffic, next to what the router decided then: calls routed, and the saving on their real usage."""
+    import json
+
+    from .pricing import Usage
+
+    start = parse_since(since) or "0"
+    db = open_ledger(db_path)
+    try:
+        rows = db.execute(WHAT_IF_SQL, [start]).fetchall()
+    finally:
+        db.conn.close()
+    tasks: dict[str, dict[str, Any]] = {}
+    totals = {
+        "calls": 0,
+        "route_before": 0,
+        "route_now": 0,
+        "changed": 0,
+        "saving_before_usd": 0.0,
+        "saving_now_usd": 0.0,
+    }
+    for provider, body_text, requested, task, decision, cost, *usage_cols, key_fp, feature in rows:
+        try:
+            body = json.loads(body_text)
+        except (TypeError, ValueError):
+            continue
+        d = policy.decide(body, provider=provider, api_key_fp=key_fp, feature=feature)
+        usage = Usage(*(int(v or 0) for v in usage_cols))
+        cheaper = d.would_route_to or d.candidate
+        projected = prices.cost(provider, cheaper, usage) if cheaper else None
+        saving = (cost - projected) if cost is not None and projected is not None else 0.0
+        t = tasks.setdefault(
+            d.task, {"task": d.task, "calls": 0, "route_before": 0, "route_now": 0, "saving_now_usd": 0.0}
+        )
+        t["calls"] += 1
+        totals["calls"] += 1
+        before, now = decision == "route", d.decision == "route"
+        t["route_before"] += before
+        t["route_now"] += now
+        totals["route_before"] += before
+        totals["route_now"] += now
+        totals["changed"] += before != now
+        if before:
+            totals["saving_before_usd"] += saving
+        if now:
+            totals["saving_now_usd"] += saving
+            t["saving_now_usd"] += saving
+    return {"totals": totals, "by_task": sorted(tasks.values(), key=lambda t: -t["calls"])}

@@ -66,6 +66,13 @@ def test_train_from_ledger_learns_the_teams_own_rule(make_proxy, tmp_path):
     print(f"fresh APGR: own {own:.3f}, shipped {shipped:.3f}")
     assert own >= 0.75 and own >= shipped + 0.2, (own, shipped)
 
+    # what the new model would have decided on the observed traffic, next to what the router decided
+    what = subprocess.run(turnout_cmd("savings", "--db", str(db), "--model", str(out), "--format", "json"),
+                          capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    w = json.loads(what.stdout)["what_if"]["totals"]
+    assert w["calls"] == n and w["route_before"] == n  # the ledger was built routing everything (threshold 0)
+    assert 0 < w["route_now"] < n and w["changed"] == n - w["route_now"]  # the new model keeps the warranty ones
+
     cfg = tmp_path / "router.toml"
     cfg.write_text(f'[router]\nmodel_path = "{out}"\n')
     lines = [json.dumps(request(random.Random(s), 0)[0]) for s in (3, 4)]
