@@ -49,13 +49,19 @@ class Outbound:
         if self._thread is not None:
             return
         ready = threading.Event()
+        tls = self._ssl()  # here, so a bad CA file is an error at start rather than a thread that never runs
 
         def run() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            self._loop = loop
-            self._sem = asyncio.Semaphore(self.concurrency)
-            self._client = loop.run_until_complete(self._session())
+            try:
+                self._sem = asyncio.Semaphore(self.concurrency)
+                self._client = loop.run_until_complete(self._session(tls))
+            except Exception:  # noqa: BLE001 - reported below; submit() then drops (and counts) every job
+                log.exception("turnout: the outbound client could not start; shadow calls are off")
+                ready.set()
+                return
+            self._loop = loop  # published only once the session exists
             ready.set()
             loop.run_forever()
             # stopped (close): what is still running was cancelled; let it unwind, then release the pool
@@ -67,10 +73,12 @@ class Outbound:
 
         self._thread = threading.Thread(target=run, name="turnout-outbound", daemon=True)
         self._thread.start()
-        ready.wait(10)
+        if not ready.wait(10):
+            log.error("turnout: the outbound client did not start within 10s; shadow calls are off")
 
-    async def _session(self) -> aiohttp.ClientSession:  # aiohttp wants its running loop
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl()), trust_env=False)
+    @staticmethod
+    async def _session(tls: ssl.SSLContext | bool) -> aiohttp.ClientSession:  # aiohttp wants its running loop
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls), trust_env=False)
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.verify is False:
@@ -134,7 +142,8 @@ class Outbound:
         if loop is None or thread is None:
             return 0
         self._loop = None
-        running = len([t for t in self._tasks if not t.done()])
+        with self._lock:
+            running = self.queued  # the jobs running or waiting: the loop's own set is not ours to iterate
 
         def shutdown() -> None:
             for t in list(self._tasks):

@@ -155,7 +155,8 @@ class Route:
             group = (llm.provider.name, llm.requested_model or "", d.would_route_to, d.task)
             if group in self.services.reverted:  # Shadow measured this group below target (auto_revert)
                 d = dataclasses.replace(d, decision="keep", would_route_to=None, reason=REVERTED)
-        if self.policy.policy == "evidence" and d.candidate:
+        if self.policy.policy == "evidence" and d.candidate and d.reason != REVERTED:
+            # a reverted group stays kept until Shadow sees it recover: its whole history must not undo that
             group = (llm.provider.name, llm.requested_model or "", d.candidate, d.task)
             d = apply_evidence(d, self.services.evidence.get(group), self.target)
         llm.columns.update(

@@ -16,7 +16,6 @@ first; what fails, times out, is refused or does not fit is recorded as `unknown
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy import hooks as mitm_hooks
 
 from turnout.ledger.daily_cap import DailyCap
+from turnout.ledger.keys import key_fingerprint
 from turnout.ledger.messages import text_of
 from turnout.ledger.own_calls import own_call_row
 from turnout.ledger.providers import PROVIDERS
@@ -53,13 +53,13 @@ OPT_OUT = "x-turnout-shadow"
 # answer differ in encoding rather than content.
 _DROP_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-authorization",
-     "proxy-connection", "te", "upgrade", "accept-encoding", "cookie", "expect"}
+     "proxy-connection", "te", "upgrade", "accept-encoding", "cookie", "expect", "idempotency-key"}
 )  # fmt: skip
-_OUTPUT_FIELD = {"chat": "max_tokens", "completions": "max_tokens", "messages": "max_tokens",
+_OUTPUT_FIELD = {"chat": "max_completion_tokens", "completions": "max_tokens", "messages": "max_tokens",
                  "responses": "max_output_tokens"}  # fmt: skip
 JUDGE_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 JUDGE_HOSTS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
-JUDGE_MAX_TOKENS = 5
+JUDGE_MAX_TOKENS = 16
 
 
 @dataclass
@@ -82,6 +82,8 @@ class Job:
     reference_model: str
     candidate_model: str
     known: Any  # the answer the client got (the reference in observe mode, the candidate in monitor mode)
+    outbound: Any = None  # the Outbound and DailyCap the job started with (a reconfigure replaces both)
+    cap: Any = None
 
 
 def group_key(row: dict[str, Any], reference: str, candidate: str) -> tuple[str, str, str, str]:
@@ -216,6 +218,7 @@ class Shadow:
             return
         if answer_block(row) is not None or row.get("feature") in self.cfg.never_features:
             return  # never shadowed (the request itself is checked on the outbound thread)
+        job.outbound, job.cap = self.outbound, self.cap
         if self.services.draining or self.outbound is None or not self.outbound.submit(lambda: self._run(job)):
             self._count("dropped")
             log.debug("turnout: shadow of %s dropped (draining or queue full)", flow.id)
@@ -245,10 +248,12 @@ class Shadow:
         if request_block(llm.endpoint, llm.body) is not None:
             return  # stateful or side effects: never sent again, and nothing to compare
         other = job.candidate_model if job.mode == "observe" else job.reference_model
-        body = copy.deepcopy(llm.body)
+        body = dict(llm.body)  # only top-level keys change: no deep copy of a request's images
         body["model"] = other
         body.pop("stream_options", None)
         body["stream"] = False
+        if llm.endpoint == "responses":
+            body["store"] = False  # the Responses API stores by default: a shadow leaves nothing behind
         field = _OUTPUT_FIELD.get(llm.endpoint or "")
         cap_set = False
         if field and max_output(body, -1) < 0:
@@ -273,38 +278,76 @@ class Shadow:
             return self._finish(
                 job, eval_row, Verdict("unknown", "none", f"{other} has no known price: the cap cannot bound it")
             )
-        res = self.cap.reserve(rates.worst_case(prompt, max_output(body, self.cfg.max_output)), time.time())
-        if res is None:
+        # a cold prompt cache on the other model is written at up to 2x the input rate (Anthropic)
+        worst = rates.worst_case(
+            prompt * (2 if provider.name == "anthropic" else 1), max_output(body, self.cfg.max_output)
+        )
+        reply = await self._call(
+            job, "shadow", job.capture.url, job.capture.headers, body, other, provider, worst, started
+        )
+        if reply is None:
             return self._finish(
                 job, eval_row, Verdict("unknown", "none", f"daily cap of ${self.cfg.usd_per_day:g} reached")
             )
-        assert self.outbound is not None
-        reply = await self.outbound.post_json(job.capture.url, job.capture.headers, body, self.cfg.timeout)
-        usage = provider.response_usage(llm.endpoint, reply.body) if reply.error is None else None
-        cost = (
-            self.services.prices.cost(provider.name, provider.response_model(reply.body) or other, usage)
-            if usage
-            else 0.0
-        )
-        self.cap.settle(res, cost or 0.0)
+        reply, cost = reply
         eval_row["cost_usd"], eval_row["latency_ms"] = cost, round(reply.latency_ms, 3)
-        self._own_row("shadow", job, job.capture.url, other, started, reply, body, usage, cost)
         if reply.error is not None or not isinstance(reply.body, dict):
             return self._finish(job, eval_row, Verdict("unknown", "none", f"shadow call failed: {reply.error}"))
         fetched = reply.body
         reference, candidate = (job.known, fetched) if job.mode == "observe" else (fetched, job.known)
         if self.store_bodies:
             eval_row["candidate_response"] = _dumps(candidate)
-        ref_said = said(provider.answer_parts(llm.endpoint, reference), provider.finish_reason(llm.endpoint, reference))
-        cand_said = said(
-            provider.answer_parts(llm.endpoint, candidate), provider.finish_reason(llm.endpoint, candidate)
-        )
-        verdict = compare(llm.body, ref_said, cand_said, task=row.get("task"), tool_args=self.cfg.tool_args)
-        if verdict is not None and verdict.comparator == "finish" and cap_set and job.mode == "observe":
-            verdict = Verdict("unknown", "finish", f"cut at turnout's own max_output {self.cfg.max_output}")
-        if verdict is None:
-            verdict = await self._judge(job, eval_row, ref_said, cand_said)
+        try:
+            ref_said = said(
+                provider.answer_parts(llm.endpoint, reference), provider.finish_reason(llm.endpoint, reference)
+            )
+            cand_said = said(
+                provider.answer_parts(llm.endpoint, candidate), provider.finish_reason(llm.endpoint, candidate)
+            )
+            verdict = compare(llm.body, ref_said, cand_said, task=row.get("task"), tool_args=self.cfg.tool_args)
+            if verdict is not None and verdict.comparator == "finish" and cap_set and job.mode == "observe":
+                verdict = Verdict("unknown", "finish", f"cut at turnout's own max_output {self.cfg.max_output}")
+            if verdict is None:
+                verdict = await self._judge(job, eval_row, ref_said, cand_said)
+        except Exception as e:  # noqa: BLE001 - a comparator bug costs the verdict, never the row
+            log.exception("turnout: comparing the shadow of %s failed", row.get("id"))
+            verdict = Verdict("unknown", "none", f"comparison failed: {type(e).__name__}: {e}"[:200])
         self._finish(job, eval_row, verdict)
+
+    async def _call(
+        self, job: Job, origin: str, url: str, headers: dict[str, str], body: Any, model: str, provider: Any,
+        worst: float, started: float, key_fp: str | None = None,
+    ) -> tuple[Reply, float] | None:  # fmt: skip
+        """One of turnout's own calls: reserve its worst case, send, settle, record its row. None: over the cap.
+        A call whose cost cannot be known (no usage: a timeout, a cut, a shutdown) settles at its worst case —
+        the provider may well have billed it."""
+        res = job.cap.reserve(worst, time.time())
+        if res is None:
+            return None
+        reply: Reply | None = None
+        cost: float | None = None
+        try:
+            reply = await job.outbound.post_json(url, headers, body, self.cfg.timeout)
+            endpoint = JUDGE_ENDPOINT[provider.name] if origin == "judge" else job.llm.endpoint
+            usage = provider.response_usage(endpoint, reply.body) if reply.error is None else None
+            if usage is not None:
+                cost = self.services.prices.cost(provider.name, provider.response_model(reply.body) or model, usage)
+                if cost is None:
+                    cost = self.services.prices.cost(provider.name, model, usage)
+            return reply, (worst if cost is None else cost)
+        except BaseException as e:
+            reply = Reply(None, None, f"turnout shut down before the call ended ({type(e).__name__})", 0.0)
+            raise
+        finally:
+            spent = worst if cost is None else cost
+            job.cap.settle(res, spent)
+            if reply is not None:
+                usage = None if cost is None else provider.response_usage(
+                    JUDGE_ENDPOINT[provider.name] if origin == "judge" else job.llm.endpoint, reply.body
+                )  # fmt: skip
+                self._own_row(
+                    origin, job, url, model, started, reply, body, usage, spent, provider=provider, key_fp=key_fp
+                )
 
     async def _judge(self, job: Job, eval_row: dict[str, Any], ref: Said, cand: Said) -> Verdict:
         c = self.cfg
@@ -313,6 +356,7 @@ class Shadow:
         llm = job.llm
         name = c.judge_provider or llm.provider.name
         provider = PROVIDERS[name]
+        key_fp: str | None = None
         if name == llm.provider.name:
             headers = dict(job.capture.headers)
             base = _base_url(job.capture.url)
@@ -326,6 +370,7 @@ class Shadow:
                 else {"x-api-key": key, "anthropic-version": "2023-06-01"}
             )
             base = self.upstream_base or JUDGE_HOSTS[name]
+            key_fp = key_fingerprint(key)
         request_text = text_of(llm.provider.request_parts(llm.endpoint, llm.body), kinds=("text", "tool_result"))
         url = base + JUDGE_PATHS[name]
         rates = self.services.prices.rates(name, c.judge_model)
@@ -336,19 +381,16 @@ class Shadow:
         for a, b in ((ref.text, cand.text), (cand.text, ref.text)):
             question = judge.question(request_text, a, b)
             body = _judge_body(name, c.judge_model, question)
-            worst = rates.worst_case((len(question) + len(judge.prompt())) // 2 + 50, JUDGE_MAX_TOKENS)
-            res = self.cap.reserve(worst, time.time())
-            if res is None:
+            # a token per character is an upper bound for any script (CJK included)
+            worst = rates.worst_case(len(question) + len(judge.prompt()) + 50, JUDGE_MAX_TOKENS)
+            done = await self._call(
+                job, "judge", url, headers, body, c.judge_model, provider, worst, time.time(), key_fp=key_fp
+            )
+            if done is None:
                 eval_row["judge_cost_usd"] = judge_cost
                 return Verdict("unknown", "judge", f"daily cap of ${c.usd_per_day:g} reached before the judge")
-            started = time.time()
-            assert self.outbound is not None
-            reply = await self.outbound.post_json(url, headers, body, c.timeout)
-            usage = provider.response_usage(JUDGE_ENDPOINT[name], reply.body) if reply.error is None else None
-            cost = self.services.prices.cost(name, c.judge_model, usage) if usage else 0.0
-            self.cap.settle(res, cost or 0.0)
-            judge_cost += cost or 0.0
-            self._own_row("judge", job, url, c.judge_model, started, reply, body, usage, cost, provider=provider)
+            reply, cost = done
+            judge_cost += cost
             if reply.error is not None:
                 eval_row["judge_cost_usd"] = judge_cost
                 return Verdict("unknown", "judge", f"judge call failed: {reply.error}")
@@ -359,7 +401,7 @@ class Shadow:
 
     def _own_row(
         self, origin: str, job: Job, url: str, model: str, started: float, reply: Reply, sent: Any,
-        usage: Any, cost: float | None, provider: Any = None,
+        usage: Any, cost: float | None, provider: Any = None, key_fp: str | None = None,
     ) -> None:  # fmt: skip
         from urllib.parse import urlsplit
 
@@ -372,7 +414,7 @@ class Shadow:
             sent=sent, answer=reply.body, error=reply.error, usage=usage, cost_usd=cost,
             response_model=provider.response_model(reply.body),
             finish_reason=provider.finish_reason(endpoint or "chat", reply.body),
-            api_key_fp=job.llm.api_key_fp, team=job.row.get("team"), store_bodies=self.store_bodies,
+            api_key_fp=key_fp or job.llm.api_key_fp, team=job.row.get("team"), store_bodies=self.store_bodies,
         )  # fmt: skip
         writer = self.services.writer
         if writer is not None:
@@ -490,10 +532,11 @@ JUDGE_ENDPOINT = {"openai": "chat", "anthropic": "messages"}
 
 
 def _judge_body(provider: str, model: str, question: str) -> dict[str, Any]:
+    """The judge's request; no temperature (reasoning models refuse one), a small output ceiling."""
     if provider == "anthropic":
-        return {"model": model, "max_tokens": JUDGE_MAX_TOKENS, "temperature": 0, "system": judge.prompt(),
+        return {"model": model, "max_tokens": JUDGE_MAX_TOKENS, "system": judge.prompt(),
                 "messages": [{"role": "user", "content": question}]}  # fmt: skip
-    return {"model": model, "max_tokens": JUDGE_MAX_TOKENS, "temperature": 0,
+    return {"model": model, "max_completion_tokens": JUDGE_MAX_TOKENS,
             "messages": [{"role": "system", "content": judge.prompt()}, {"role": "user", "content": question}]}  # fmt: skip
 
 

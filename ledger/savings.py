@@ -29,7 +29,7 @@ select requested_model, would_route_to, coalesce(task, '?') as task,
 from flows
 where decision = 'route' and routed is null and started_at >= ? and coalesce(cache, '') not in ('hit', 'replay')
   and origin is null
-group by requested_model, would_route_to, task
+group by requested_model, would_route_to, coalesce(task, '?')
 order by saving_usd desc nulls last, calls desc
 """
 

@@ -3,7 +3,8 @@
 `compare` picks the comparator from the request and both answers — refusals and a truncated
 answer fail outright; tool calls compare names and arguments; JSON mode parses, validates against
 the schema and compares field by field; math compares the final number; a short answer (a label,
-a letter, yes/no, an extracted field) compares normalised text. Free text returns None: that is
+a letter, yes/no, an extracted field) compares normalised text — for label-like tasks only (free text, however short,
+such as a translated greeting, is the judge's). Free text returns None: that is
 the LLM judge's (router/judge.py), and without one the verdict is `unknown`, never a guess.
 """
 
@@ -67,10 +68,23 @@ def compare(
         return _json(reference.text, candidate.text, schema)
     if task == "math":
         return _numeric(reference.text, candidate.text)
-    ref = normalise(reference.text)
-    if ref and len(ref.split()) <= SHORT_WORDS and len(ref) <= SHORT_CHARS:
+    if _label_like(reference.text, candidate.text, task):
         return _exact(reference.text, candidate.text)
     return None
+
+
+# Tasks whose short answers are still free text ("Bonne nuit." vs "Bonne soirée.", "Paris." vs "It's Paris"):
+# a judge tells those, not a string comparison.
+_FREE_TEXT_TASKS = frozenset({"translation", "rewriting", "creative_writing", "chat", "summarization", "reasoning"})
+
+
+def _label_like(ref_text: str, cand_text: str, task: str | None) -> bool:
+    """A label, a letter, yes/no or a field: the reference is short and so is the candidate (for
+    classification and extraction the candidate may ramble: the label must still be it)."""
+    ref, cand = normalise(ref_text), normalise(cand_text)
+    if not ref or len(ref.split()) > SHORT_WORDS or len(ref) > SHORT_CHARS or task in _FREE_TEXT_TASKS:
+        return False
+    return task in ("classification", "extraction") or len(cand.split()) <= SHORT_WORDS
 
 
 # -- tool calls ----------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """What turnout may send again on its own (a shadow call): never anything with side effects or state.
 
 A shadow repeats the client's request to another model. That is harmless only for a pure
-question-and-answer call; these are never repeated (the reason is recorded):
+question-and-answer call; these are never repeated:
 stored or chained Responses (`store: true`, `previous_response_id`, conversations, item
 references), background mode, server-side tools (web search, code interpreter, file search, MCP,
 computer use, …), signed thinking / reasoning items carried from earlier turns (tied to the model
 that made them), audio and realtime, batch / files / fine-tuning / embeddings endpoints, and any
 call that was not answered by the provider with a success (cache hits, blocked calls, failures).
+Nothing is sent for them and nothing is recorded. A Responses call is repeated with `store: false`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _STATEFUL_KEYS = {
     "conversation": "part of a stored conversation",
     "background": "background mode",
     "mcp_servers": "server-side tools (MCP)",
+    "web_search_options": "server-side tool (web search)",
+    "container": "reuses a code-execution container",
     "audio": "audio",
 }
 

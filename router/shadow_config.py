@@ -26,7 +26,9 @@ class ShadowConfig:
     tool_args: str = "exact"  # exact | keys: how tool-call arguments are compared
     auto_revert: bool = False  # monitor: stop routing a group whose measured quality falls below target
     window: int = 200  # monitor: the rolling window of verdicts per group
-    min_evals: int = 10  # monitor: verdicts before a group can be judged degraded or recovered
+    # monitor: verdicts before a group can be judged degraded or recovered; the bound is checked after every
+    # verdict, so a small number would flag healthy groups on an early run of bad luck
+    min_evals: int = 50
 
 
 KEYS = frozenset(ShadowConfig.__dataclass_fields__)
@@ -94,5 +96,5 @@ def parse_shadow(table: dict[str, Any]) -> ShadowConfig:
         tool_args=tool_args,
         auto_revert=table.get("auto_revert", False),
         window=_positive(table, "window", 200, integer=True),
-        min_evals=_positive(table, "min_evals", 10, integer=True),
+        min_evals=_positive(table, "min_evals", 50, integer=True),
     )

@@ -405,7 +405,7 @@ def test_the_evidence_policy_routes_exactly_the_groups_the_evidence_clears(make_
     db = tmp_path / "ledger.db"
     sentiment = "Classify the sentiment of the customer's review. Reply with one word."
     french = "Translate the user's message into French."
-    observe = make_proxy("--config", config(tmp_path, "sample = 1.0\n"), db=db, shadow=True)
+    observe = make_proxy("--config", config(tmp_path, 'sample = 1.0\njudge_model = "gpt-4o"\n'), db=db, shadow=True)
     client = observe.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
 
     def call(c, system: str, user: str):
@@ -416,7 +416,7 @@ def test_the_evidence_policy_routes_exactly_the_groups_the_evidence_clears(make_
     for i in range(85):  # the cheaper model always agrees: 85/85, lower bound above 0.95
         call(client, sentiment, f"Review {i}: great value. [[answer: positive]]")
     for i in range(12):  # the cheaper model gets every other one wrong
-        wrong = "[[cheap-answer: Au revoir]]" if i % 2 else ""
+        wrong = "[[cheap-answer: Au revoir #worse]]" if i % 2 else ""  # the judge's rule: #worse loses
         call(client, french, f"Good morning {i}. [[answer: Bonjour {i}]] {wrong}")
     assert len(wait_evals(db, 97, timeout=60)) == 97
     observe.stop()

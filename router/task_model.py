@@ -1,0 +1,136 @@
+"""A learned task classifier over the rules: hashed n-grams of where API calls put the instruction.
+
+Features: words and word pairs of the system / developer prompt (`s:`), of the edges of the user
+text (`u:`), the rules' own label (`rule=`, router/tasks.py) and a few coarse counts; a multinomial
+logistic regression over them (scikit-learn, at training time only) ships as plain JSON — per task,
+the weights of the hashed features that matter — and is scored here in pure Python. Without an
+artifact (or when it does not load) the rules decide, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from .features import RequestFeatures
+from .tasks import classify_task
+
+N_BUCKETS = 2**18
+MODEL_PATH = Path(__file__).parent / "model" / "tasks-v1.json"
+SYSTEM_WORDS = 80
+EDGE_CHARS = 300
+_WORD = re.compile(r"\w+")
+
+
+def task_features(f: RequestFeatures, rule: str | None = None) -> dict[int, float]:
+    """Hashed feature -> value for one request (the rules' label is one of the features)."""
+    out: dict[int, float] = {}
+
+    def add(name: str, value: float = 1.0) -> None:
+        b = zlib.crc32(name.encode()) % N_BUCKETS
+        out[b] = out.get(b, 0.0) + value
+
+    for prefix, text in (("s", f.system_text), ("u", f.user_text[:EDGE_CHARS] + " " + f.user_text[-EDGE_CHARS:])):
+        words = _WORD.findall(text)[: SYSTEM_WORDS if prefix == "s" else 2 * SYSTEM_WORDS]
+        for i, w in enumerate(words):
+            add(f"{prefix}:{w}")
+            if i + 1 < len(words):
+                add(f"{prefix}:{w}_{words[i + 1]}")
+    add(f"rule={rule or classify_task(f)}", 3.0)
+    add(f"q={min(f.n_question_marks, 3)}")
+    add(f"num={min(f.n_numbers, 5)}")
+    add(f"sys={bool(f.system_text)}")
+    add(f"turns={min(f.n_assistant_turns, 2)}")
+    add(f"json={f.response_format or '-'}")
+    return out
+
+
+@dataclass(frozen=True)
+class TaskModel:
+    version: str
+    tasks: tuple[str, ...]
+    intercepts: tuple[float, ...]
+    weights: dict[int, tuple[tuple[int, float], ...]]  # bucket -> ((task index, weight), ...)
+    report: dict[str, Any]
+
+    def predict(self, f: RequestFeatures) -> str:
+        rule = classify_task(f)
+        if rule == "tool_use":  # declared tools decide on their own: the model never saw any
+            return rule
+        scores = list(self.intercepts)
+        for b, v in task_features(f, rule).items():
+            for k, w in self.weights.get(b, ()):
+                scores[k] += w * v
+        return self.tasks[max(range(len(scores)), key=scores.__getitem__)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "tasks": list(self.tasks),
+            "intercepts": list(self.intercepts),
+            "weights": {str(b): [[k, w] for k, w in kw] for b, kw in self.weights.items()},
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TaskModel":
+        tasks = tuple(str(t) for t in data["tasks"])
+        weights = {int(b): tuple((int(k), float(w)) for k, w in kw) for b, kw in data["weights"].items()}
+        if any(not 0 <= k < len(tasks) for kw in weights.values() for k, _ in kw):
+            raise ValueError("task model: a weight names a task it does not list")
+        return cls(
+            str(data["version"]), tasks, tuple(float(x) for x in data["intercepts"]), weights, data.get("report", {})
+        )
+
+
+@cache
+def shipped_model() -> TaskModel | None:
+    try:
+        return TaskModel.from_json(json.loads(MODEL_PATH.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fit_task_model(
+    feats: Sequence[RequestFeatures],
+    labels: Sequence[str],
+    *,
+    c: float = 3.0,
+    keep: int = 40000,
+    report: dict | None = None,
+) -> TaskModel:
+    """Multinomial logistic regression over `task_features`; the largest `keep` weights are kept."""
+    import numpy as np
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    data, ind, ptr = [], [], [0]
+    for f in feats:
+        for b, v in task_features(f).items():
+            ind.append(b)
+            data.append(v)
+        ptr.append(len(ind))
+    x = sparse.csr_matrix((data, ind, ptr), shape=(len(feats), N_BUCKETS))
+    clf = LogisticRegression(C=c, max_iter=5000).fit(x, list(labels))
+    coef = clf.coef_
+    flat = np.abs(coef).ravel()
+    cut = np.partition(flat, -keep)[-keep] if flat.size > keep else 0.0
+    weights: dict[int, list[tuple[int, float]]] = {}
+    rows, cols = np.nonzero((np.abs(coef) >= cut) & (coef != 0))
+    for k, b in zip(rows.tolist(), cols.tolist()):
+        w = float(f"{coef[k, b]:.4g}")
+        if w and math.isfinite(w):
+            weights.setdefault(b, []).append((k, w))
+    return TaskModel(
+        "tasks-v1",
+        tuple(str(t) for t in clf.classes_),
+        tuple(float(f"{x:.5g}") for x in clf.intercept_),
+        {b: tuple(kw) for b, kw in weights.items()},
+        report or {},
+    )
