@@ -44,7 +44,8 @@ from .capabilities import DEFAULT_MAX_OUTPUT, TAG_REASONS, missing_capabilities,
 from .difficulty import DifficultyModel, load_model
 from .features import extract_features
 from .ladders import base_model, parse_ladders, rung_index
-from .tasks import TASKS, classify_task
+from .task_model import task_of
+from .tasks import TASKS
 from .tokens import encoding_name
 
 DEFAULT_TARGET_QUALITY = 0.95
@@ -222,7 +223,7 @@ class RoutingPolicy:
         if not isinstance(body, dict):
             return RoutingDecision("other", None, "skip", None, "body is not a JSON object")
         f = extract_features(body)
-        task = classify_task(f)
+        task = task_of(f)
 
         def skip(reason: str) -> RoutingDecision:
             return RoutingDecision(task, None, "skip", None, reason)

@@ -1,7 +1,8 @@
 """Task accuracy on API-style requests (`router/data/task_eval_api.jsonl`, see router/data/README.md).
 
 The set is split in two halves by a hash of each row's id: the rules in router/tasks.py were tuned
-looking at the *tuning* half only; the *held-out* half is the honest number.
+looking at the *tuning* half only, and the learned model (router/task_model.py) trained on it (and on
+task_train_api.jsonl); the *held-out* half is the honest number for both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .features import extract_features
+from .task_model import task_of
 from .tasks import classify_task
 
 EVAL_SET = Path(__file__).parent / "data" / "task_eval_api.jsonl"
@@ -34,7 +36,9 @@ def half_of(row_id: str) -> str:
     return "tuning" if zlib.crc32(row_id.encode()) % 2 == 0 else "held-out"
 
 
-def task_accuracy(path: Path = EVAL_SET) -> dict[str, TaskAccuracy]:
+def task_accuracy(path: Path = EVAL_SET, *, rules_only: bool = False) -> dict[str, TaskAccuracy]:
+    """Accuracy per half of the shipped classifier (the learned model over the rules), or of the rules alone."""
+    classify = (lambda f: classify_task(f)) if rules_only else task_of
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     out = {}
     for half in ("tuning", "held-out"):
@@ -42,7 +46,7 @@ def task_accuracy(path: Path = EVAL_SET) -> dict[str, TaskAccuracy]:
         conf: collections.Counter[tuple[str, str]] = collections.Counter()
         correct = 0
         for r in sel:
-            got = classify_task(extract_features(r["body"]))
+            got = classify(extract_features(r["body"]))
             if got == r["task"]:
                 correct += 1
             else:

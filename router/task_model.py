@@ -28,26 +28,33 @@ EDGE_CHARS = 300
 _WORD = re.compile(r"\w+")
 
 
-def task_features(f: RequestFeatures, rule: str | None = None) -> dict[int, float]:
-    """Hashed feature -> value for one request (the rules' label is one of the features)."""
-    out: dict[int, float] = {}
+_SEEDS = {prefix: zlib.crc32(f"{prefix}:".encode()) for prefix in ("s", "u")}
 
-    def add(name: str, value: float = 1.0) -> None:
+
+def task_features(f: RequestFeatures, rule: str | None = None) -> dict[int, float]:
+    """Hashed feature -> value for one request (the rules' label is one of the features). Words and word
+    pairs hash by chaining crc32 (a pair's hash continues from its first word's): no strings are built."""
+    out: dict[int, float] = {}
+    for prefix, text in (("s", f.system_text), ("u", f.user_text[:EDGE_CHARS] + " " + f.user_text[-EDGE_CHARS:])):
+        words = [w.encode() for w in _WORD.findall(text)[: SYSTEM_WORDS if prefix == "s" else 2 * SYSTEM_WORDS]]
+        seed = _SEEDS[prefix]
+        uni = [zlib.crc32(w, seed) for w in words]
+        for h in uni:
+            b = h % N_BUCKETS
+            out[b] = out.get(b, 0.0) + 1.0
+        for i in range(len(words) - 1):
+            b = zlib.crc32(words[i + 1], zlib.crc32(b"_", uni[i])) % N_BUCKETS
+            out[b] = out.get(b, 0.0) + 1.0
+    for name, value in (
+        (f"rule={rule or classify_task(f)}", 3.0),
+        (f"q={min(f.n_question_marks, 3)}", 1.0),
+        (f"num={min(f.n_numbers, 5)}", 1.0),
+        (f"sys={bool(f.system_text)}", 1.0),
+        (f"turns={min(f.n_assistant_turns, 2)}", 1.0),
+        (f"json={f.response_format or '-'}", 1.0),
+    ):
         b = zlib.crc32(name.encode()) % N_BUCKETS
         out[b] = out.get(b, 0.0) + value
-
-    for prefix, text in (("s", f.system_text), ("u", f.user_text[:EDGE_CHARS] + " " + f.user_text[-EDGE_CHARS:])):
-        words = _WORD.findall(text)[: SYSTEM_WORDS if prefix == "s" else 2 * SYSTEM_WORDS]
-        for i, w in enumerate(words):
-            add(f"{prefix}:{w}")
-            if i + 1 < len(words):
-                add(f"{prefix}:{w}_{words[i + 1]}")
-    add(f"rule={rule or classify_task(f)}", 3.0)
-    add(f"q={min(f.n_question_marks, 3)}")
-    add(f"num={min(f.n_numbers, 5)}")
-    add(f"sys={bool(f.system_text)}")
-    add(f"turns={min(f.n_assistant_turns, 2)}")
-    add(f"json={f.response_format or '-'}")
     return out
 
 
@@ -87,6 +94,12 @@ class TaskModel:
         return cls(
             str(data["version"]), tasks, tuple(float(x) for x in data["intercepts"]), weights, data.get("report", {})
         )
+
+
+def task_of(f: RequestFeatures) -> str:
+    """The request's task: the learned model's call when it ships, the rules' otherwise."""
+    model = shipped_model()
+    return model.predict(f) if model is not None else classify_task(f)
 
 
 @cache
@@ -134,3 +147,33 @@ def fit_task_model(
         {b: tuple(kw) for b, kw in weights.items()},
         report or {},
     )
+
+
+TRAIN_SET = Path(__file__).parent / "data" / "task_train_api.jsonl"
+
+
+def train_shipped(out: Path = MODEL_PATH, *, c: float = 3.0, keep: int = 20000) -> dict[str, Any]:
+    """Train on task_train_api.jsonl plus the eval set's tuning half; report the held-out half (never trained on)."""
+    from .task_eval import EVAL_SET, half_of
+
+    def load(path: Path) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    evals = load(EVAL_SET)
+    rows = load(TRAIN_SET) + [r for r in evals if half_of(r["id"]) == "tuning"]
+    held = [r for r in evals if half_of(r["id"]) == "held-out"]
+    from .features import extract_features
+
+    model = fit_task_model([extract_features(r["body"]) for r in rows], [r["task"] for r in rows], c=c, keep=keep)
+    correct = sum(model.predict(extract_features(r["body"])) == r["task"] for r in held)
+    report = {
+        "trained_on": {
+            "task_train_api.jsonl": len(rows) - (len(evals) - len(held)),
+            "task_eval_api.jsonl tuning half": len(evals) - len(held),
+        },
+        "held_out": {"rows": len(held), "accuracy": round(correct / len(held), 4)},
+        "params": {"C": c, "keep_weights": keep, "n_buckets": N_BUCKETS},
+    }
+    model = TaskModel(model.version, model.tasks, model.intercepts, model.weights, report)
+    out.write_text(json.dumps(model.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
+    return report
