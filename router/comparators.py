@@ -66,8 +66,8 @@ def compare(
     schema_kind, schema = json_mode(request)
     if schema_kind is not None:
         return _json(reference.text, candidate.text, schema)
-    if task == "math":
-        return _numeric(reference.text, candidate.text)
+    if task == "math" and final_number(reference.text) is not None:
+        return _numeric(reference.text, candidate.text)  # (a "math" answer without a number is compared as text)
     if _label_like(reference.text, candidate.text, task):
         return _exact(reference.text, candidate.text)
     return None

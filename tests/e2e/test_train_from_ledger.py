@@ -37,13 +37,14 @@ def request(rng: random.Random, i: int) -> tuple[dict, bool]:
 
 def test_train_from_ledger_learns_the_teams_own_rule(make_proxy, tmp_path):
     db = tmp_path / "ledger.db"
-    proxy = make_proxy("--config", config(tmp_path, "sample = 1.0\n"), db=db, shadow=True)
+    # a judge too: whether an answer is compared as a label or judged depends on the task it is given
+    proxy = make_proxy("--config", config(tmp_path, 'sample = 1.0\njudge_model = "gpt-4o"\n'), db=db, shadow=True)
     client = proxy.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
     rng = random.Random(1)
     n = 260
     for i in range(n):
         body, hard = request(rng, i)
-        directive = "[[answer: yes]]" + (" [[cheap-answer: no]]" if hard else "")
+        directive = "[[answer: yes]]" + (" [[cheap-answer: no #worse]]" if hard else "")
         body["messages"][1]["content"] += f" {directive}"
         client.chat.completions.create(**body)
     assert len(wait_evals(db, n, timeout=60)) == n
@@ -55,6 +56,7 @@ def test_train_from_ledger_learns_the_teams_own_rule(make_proxy, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(run.stdout)
     print("from-ledger report:", report)
+    assert report["n_rows"] == n  # every verdict decided
     assert report["written"] and report["n_test"] >= 40 and report["test_apgr_new"] > report["test_apgr_shipped"]
 
     fresh_rng = random.Random(99)  # fresh requests from the same rule, never in the ledger
