@@ -16,6 +16,7 @@ first; what fails, times out, is refused or does not fit is recorded as `unknown
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -60,6 +61,9 @@ _OUTPUT_FIELD = {"chat": "max_completion_tokens", "completions": "max_tokens", "
 JUDGE_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 JUDGE_HOSTS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
 JUDGE_MAX_TOKENS = 16
+QUALITY_EVENTS_SQL = (
+    "select kind, data from events where kind in ('quality_degraded', 'quality_recovered') order by at, rowid"
+)
 
 
 @dataclass
@@ -170,9 +174,36 @@ class Shadow:
             (spent,) = db.execute(
                 "select coalesce(sum(cost_usd), 0) from flows where origin is not null and started_at >= ?", [start]
             ).fetchone()
+            quality_events = db.execute(QUALITY_EVENTS_SQL).fetchall()
         finally:
             db.conn.close()
         self.cap.add_spent(float(spent or 0), now)
+        self._restore_quality_state(quality_events)
+
+    def _restore_quality_state(self, events: list[tuple[str, str]]) -> None:
+        """Degraded and reverted groups survive a restart: the last quality event of each group says which
+        it is (a reverted group must not be routed again just because the process restarted)."""
+        last: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
+        for kind, data in events:
+            try:
+                d = json.loads(data)
+                key = (str(d["provider"]), str(d["reference"]), str(d["candidate"]), str(d["task"]))
+            except (TypeError, ValueError, KeyError):
+                continue
+            last[key] = (kind, d)
+        for key, (kind, d) in last.items():
+            if kind == "quality_degraded":
+                self.services.degraded.add(key)
+                if d.get("reverted"):
+                    self.services.reverted.add(key)
+            else:
+                self.services.degraded.discard(key)
+                self.services.reverted.discard(key)
+        if self.services.reverted:
+            log.warning(
+                "turnout: %d routing group(s) stay reverted from before the restart (measured quality below target)",
+                len(self.services.reverted),
+            )
 
     def running(self) -> None:
         import asyncio

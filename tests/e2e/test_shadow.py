@@ -297,6 +297,13 @@ def test_monitor_mode_raises_an_event_and_auto_revert_stops_routing(make_proxy, 
     assert any(
         "routed quality for gpt-4o → gpt-4o-mini (classification) is below target" in line for line in proxy.output
     )
+    # a restart does not undo the revert: the ledger's quality events say which groups stay kept
+    proxy.stop()
+    again = make_proxy("--config", cfg, "--mode", "route", db=proxy.db, shadow=True)
+    assert any("1 routing group(s) stay reverted" in line for line in again.output)
+    r = ask(again.client(api_key=KEY, default_headers={"x-turnout-cache": "no"}), prompt)
+    assert r.choices[0].message.content == "positive"
+    assert again.wait_rows(5, "origin is null")[-1]["routed"] is None
 
 
 def _events(db: Path, kind: str) -> list[dict[str, Any]]:
