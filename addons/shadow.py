@@ -38,7 +38,7 @@ from turnout.ledger.store import iso_utc, open_ledger
 from turnout.router import judge
 from turnout.router.comparators import Said, Verdict, compare, said
 from turnout.router.eligibility import SHADOWABLE, answer_block, request_block
-from turnout.router.policy import DEFAULT_TARGET_QUALITY
+from turnout.router.policy import DEFAULT_TARGET_QUALITY, target_quality
 from turnout.router.quality import RollingQuality
 from turnout.router.shadow_config import ShadowConfig, parse_shadow
 
@@ -127,8 +127,8 @@ class Shadow:
                 router = config.section(path, "router")
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_config {e}") from None
-            target = router.get("target_quality", DEFAULT_TARGET_QUALITY)
-            self.target = float(target) if isinstance(target, int | float) and not isinstance(target, bool) else 0.95
+            updated = updated | {"turnout_db"}  # today's spend and the quality state, for the new cap
+            self.target = target_quality(router)
             self.vcr = bool(getattr(ctx.options, "turnout_record", False) or getattr(ctx.options, "turnout_replay", ""))
             if not ctx.options.turnout_shadow or self.vcr:
                 # off by the user, or while recording / replaying a test suite's calls: a recording holds
@@ -141,13 +141,11 @@ class Shadow:
                 )
             self.cap = DailyCap(self.cfg.usd_per_day)
             self._restart_outbound()
-            if "turnout_db" in ctx.options.keys() and ctx.options.turnout_db:
-                self._rebuild_spend(ctx.options.turnout_db)
         if "turnout_store_bodies" in updated:
             self.store_bodies = ctx.options.turnout_store_bodies
         if "turnout_upstream" in updated:
             self.upstream_base = ctx.options.turnout_upstream.rstrip("/") or None
-        if "turnout_db" in updated and ctx.options.turnout_db:
+        if "turnout_db" in updated and getattr(ctx.options, "turnout_db", ""):
             self._rebuild_spend(ctx.options.turnout_db)
 
     def _restart_outbound(self) -> None:
@@ -327,7 +325,7 @@ class Shadow:
         fetched = reply.body
         reference, candidate = (job.known, fetched) if job.mode == "observe" else (fetched, job.known)
         if self.store_bodies:
-            eval_row["candidate_response"] = _dumps(candidate)
+            eval_row["candidate_response"] = json.dumps(candidate, ensure_ascii=False)
         try:
             ref_said = said(
                 provider.answer_parts(llm.endpoint, reference), provider.finish_reason(llm.endpoint, reference)
@@ -355,11 +353,12 @@ class Shadow:
         res = job.cap.reserve(worst, time.time())
         if res is None:
             return None
+        endpoint = JUDGE_ENDPOINT[provider.name] if origin == "judge" else (job.llm.endpoint or "chat")
         reply: Reply | None = None
+        usage: Any = None
         cost: float | None = None
         try:
             reply = await job.outbound.post_json(url, headers, body, self.cfg.timeout)
-            endpoint = JUDGE_ENDPOINT[provider.name] if origin == "judge" else job.llm.endpoint
             usage = provider.response_usage(endpoint, reply.body) if reply.error is None else None
             if usage is not None:
                 cost = self.services.prices.cost(provider.name, provider.response_model(reply.body) or model, usage)
@@ -373,11 +372,19 @@ class Shadow:
             spent = worst if cost is None else cost
             job.cap.settle(res, spent)
             if reply is not None:
-                usage = None if cost is None else provider.response_usage(
-                    JUDGE_ENDPOINT[provider.name] if origin == "judge" else job.llm.endpoint, reply.body
-                )  # fmt: skip
                 self._own_row(
-                    origin, job, url, model, started, reply, body, usage, spent, provider=provider, key_fp=key_fp
+                    origin,
+                    job,
+                    url,
+                    model,
+                    started,
+                    reply,
+                    body,
+                    usage if cost is not None else None,
+                    spent,
+                    provider=provider,
+                    endpoint=endpoint,
+                    key_fp=key_fp,
                 )
 
     async def _judge(self, job: Job, eval_row: dict[str, Any], ref: Said, cand: Said) -> Verdict:
@@ -432,19 +439,17 @@ class Shadow:
 
     def _own_row(
         self, origin: str, job: Job, url: str, model: str, started: float, reply: Reply, sent: Any,
-        usage: Any, cost: float | None, provider: Any = None, key_fp: str | None = None,
+        usage: Any, cost: float | None, *, provider: Any, endpoint: str, key_fp: str | None = None,
     ) -> None:  # fmt: skip
         from urllib.parse import urlsplit
 
-        provider = provider or job.llm.provider
         parts = urlsplit(url)
-        endpoint = JUDGE_ENDPOINT.get(provider.name, "chat") if origin == "judge" else job.llm.endpoint
         row = own_call_row(
-            origin=origin, provider=provider.name, endpoint=endpoint or "chat", host=parts.hostname or "",
+            origin=origin, provider=provider.name, endpoint=endpoint, host=parts.hostname or "",
             path=parts.path, model=model, started=started, latency_ms=reply.latency_ms, status=reply.status,
             sent=sent, answer=reply.body, error=reply.error, usage=usage, cost_usd=cost,
             response_model=provider.response_model(reply.body),
-            finish_reason=provider.finish_reason(endpoint or "chat", reply.body),
+            finish_reason=provider.finish_reason(endpoint, reply.body),
             api_key_fp=key_fp or job.llm.api_key_fp, team=job.row.get("team"), store_bodies=self.store_bodies,
         )  # fmt: skip
         writer = self.services.writer
@@ -575,9 +580,3 @@ def _base_url(url: str) -> str:
     """The base of a provider URL: everything before its API path (`…/v1/chat/completions` → `…`)."""
     i = url.rfind("/v1/")
     return url[:i] if i >= 0 else url.split("?", 1)[0].rstrip("/")
-
-
-def _dumps(body: Any) -> str:
-    import json
-
-    return json.dumps(body, ensure_ascii=False)

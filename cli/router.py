@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from turnout.addons import config
-from turnout.ledger.savings import DEFAULT_TARGET, savings
+from turnout.ledger.savings import savings
 
 from .errors import Failure, UsageError
 
@@ -104,10 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _target_quality(config_path: str | None) -> float:
-    target = config.section(config_path, "router").get("target_quality", DEFAULT_TARGET)
-    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
-        raise Failure(f"[router] target_quality must be a fraction in (0, 1], not {target!r}")
-    return float(target)
+    from turnout.router.policy import target_quality
+
+    return target_quality(config.section(config_path, "router"))
 
 
 def _what_if(args: argparse.Namespace) -> dict:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from turnout.router.policy import DEFAULT_TARGET_QUALITY
 from turnout.router.quality import recommend, wilson
 
 from .report import parse_since
 from .store import iso_utc, open_ledger, parse_iso
 
-DEFAULT_TARGET = 0.95
 
 SAVINGS_SQL = """
 select requested_model, would_route_to, coalesce(task, '?') as task,
@@ -93,7 +93,7 @@ def _quality(row: dict[str, Any], e: dict[str, Any], target: float, per_month: f
 
 
 def savings(
-    db_path: str, since: str, *, target_quality: float = DEFAULT_TARGET, now: float | None = None
+    db_path: str, since: str, *, target_quality: float = DEFAULT_TARGET_QUALITY, now: float | None = None
 ) -> dict[str, Any]:
     """Per group (model pair x task, feature, template): what routing would save, and at what measured quality."""
     now = time.time() if now is None else now

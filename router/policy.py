@@ -101,6 +101,14 @@ def threshold_for_quality(calibration: Sequence[Mapping[str, float]], target: fl
     return float(chosen)
 
 
+def target_quality(router_table: Mapping[str, Any]) -> float:
+    """`[router] target_quality` (default 0.95), checked: what routing and the quality evidence aim at."""
+    q = router_table.get("target_quality", DEFAULT_TARGET_QUALITY)
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
+        raise ValueError(f"router.target_quality must be a number in (0, 1], got {q!r}")
+    return float(q)
+
+
 def _str_list(raw: Any, key: str) -> frozenset[str]:
     if raw is None:
         return frozenset()
@@ -161,10 +169,7 @@ class RoutingPolicy:
                 raise ValueError(f"router.threshold must be a number in [0, 1], got {t!r}")
             threshold = float(t)
         else:
-            q = cfg.get("target_quality", DEFAULT_TARGET_QUALITY)
-            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
-                raise ValueError(f"router.target_quality must be a number in (0, 1], got {q!r}")
-            target = float(q)
+            target = target_quality(cfg)
             threshold = threshold_for_quality(model.calibration, target)
 
         tasks = _str_list(cfg.get("never_route_tasks", list(DEFAULT_NEVER_ROUTE_TASKS)), "never_route_tasks")
