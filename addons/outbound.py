@@ -37,7 +37,6 @@ class Outbound:
     def __init__(self, *, concurrency: int = 4, max_queued: int = 64, verify: Any = True) -> None:
         self.concurrency, self.max_queued, self.verify = concurrency, max_queued, verify
         self.queued = 0
-        self.dropped = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -57,7 +56,7 @@ class Outbound:
             try:
                 self._sem = asyncio.Semaphore(self.concurrency)
                 self._client = loop.run_until_complete(self._session(tls))
-            except Exception:  # noqa: BLE001 - reported below; submit() then drops (and counts) every job
+            except Exception:  # noqa: BLE001 - reported below; submit() then refuses every job
                 log.exception("turnout: the outbound client could not start; shadow calls are off")
                 ready.set()
                 return
@@ -86,10 +85,9 @@ class Outbound:
         return ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
 
     def submit(self, job: Callable[[], Awaitable[None]]) -> bool:
-        """Run `job()` on the outbound loop, bounded; False (counted as dropped) when it does not fit."""
+        """Run `job()` on the outbound loop, bounded; False when it does not fit (the caller counts the drop)."""
         with self._lock:
             if self._loop is None or self.queued >= self.max_queued:
-                self.dropped += 1
                 return False
             self.queued += 1
         self._loop.call_soon_threadsafe(self._spawn, job)
