@@ -455,12 +455,26 @@ def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int =
     power-of-two bucket count the bigram bucket is just their xor — ``(a ^ b) % 2**k ==
     (a % 2**k) ^ (b % 2**k)`` — all of it in C-level ``map`` calls.
     """
-    ws = list(words)[:max_words]
+    unis, pairs = _ngram_buckets(list(words)[:max_words], n_buckets)
+    out = set(unis)
+    out.update(pairs)
+    return out
+
+
+def hashed_word_ngram_counts(words: Iterable[str], n_buckets: int, max_words: int = 400) -> Counter[int]:
+    """Bucket -> count of the word unigrams/bigrams (the hashing of :func:`hashed_word_ngram_set`)."""
+    unis, pairs = _ngram_buckets(list(words)[:max_words], n_buckets)
+    out = Counter(unis)
+    out.update(pairs)
+    return out
+
+
+def _ngram_buckets(ws: list[str], n_buckets: int) -> tuple[list[int], Iterable[int]]:
     if n_buckets & (n_buckets - 1):  # not a power of two: the plain definition
         hs = [zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in ws]
-        out = {h % n_buckets for h in hs}
-        out.update([(((a * 0x9E3779B1) & 0xFFFFFFFF) ^ b) % n_buckets for a, b in zip(hs, hs[1:])])
-        return out
+        return [h % n_buckets for h in hs], [
+            (((a * 0x9E3779B1) & 0xFFFFFFFF) ^ b) % n_buckets for a, b in zip(hs, hs[1:])
+        ]
     memo = _BUCKET_MEMO.get(n_buckets)
     if memo is None or len(memo[0]) > _BUCKET_MEMO_MAX:
         memo = _BUCKET_MEMO[n_buckets] = ({}, {})
@@ -473,9 +487,7 @@ def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int =
                 h = zlib.crc32(ws[i].encode("utf-8", "surrogatepass"))
                 unis[i] = uni_of[ws[i]] = h & mask
                 mix_of[ws[i]] = ((h * 0x9E3779B1) & 0xFFFFFFFF) & mask
-    out = set(unis)
-    out.update(map(xor, map(mix_of.__getitem__, ws[:-1]), unis[1:]))
-    return out
+    return unis, map(xor, map(mix_of.__getitem__, ws[:-1]), unis[1:])
 
 
 # n_buckets -> (word -> crc32 % n, word -> (crc32 * golden ratio mod 2**32) % n)

@@ -1,7 +1,7 @@
 """A learned task classifier over the rules: hashed n-grams of where API calls put the instruction.
 
-Features: words and word pairs of the system / developer prompt (`s:`), of the edges of the user
-text (`u:`), the rules' own label (`rule=`, router/tasks.py) and a few coarse counts; a multinomial
+Features: words and word pairs of the system / developer prompt and of the edges of the user text
+(two hashed namespaces, presence only), the rules' own label (`rule=`, router/tasks.py) and a few coarse counts; a multinomial
 logistic regression over them (scikit-learn, at training time only) ships as plain JSON — per task,
 the weights of the hashed features that matter — and is scored here in pure Python. Without an
 artifact (or when it does not load) the rules decide, as before.
@@ -14,11 +14,11 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from .features import RequestFeatures
+from .features import RequestFeatures, hashed_word_ngram_counts
 from .tasks import classify_task
 
 N_BUCKETS = 2**18
@@ -28,34 +28,46 @@ EDGE_CHARS = 300
 _WORD = re.compile(r"\w+")
 
 
-_SEEDS = {prefix: zlib.crc32(f"{prefix}:".encode()) for prefix in ("s", "u")}
+RULE_VALUE = 3.0  # the rules' label weighs as three words
+HALF = N_BUCKETS // 2  # system prompt: [0, HALF); edges of the user text: [HALF, N_BUCKETS)
+_COARSE_BUCKETS: dict[str, int] = {}
 
 
 def task_features(f: RequestFeatures, rule: str | None = None) -> dict[int, float]:
-    """Hashed feature -> value for one request (the rules' label is one of the features). Words and word
-    pairs hash by chaining crc32 (a pair's hash continues from its first word's): no strings are built."""
-    out: dict[int, float] = {}
-    for prefix, text in (("s", f.system_text), ("u", f.user_text[:EDGE_CHARS] + " " + f.user_text[-EDGE_CHARS:])):
-        words = [w.encode() for w in _WORD.findall(text)[: SYSTEM_WORDS if prefix == "s" else 2 * SYSTEM_WORDS]]
-        seed = _SEEDS[prefix]
-        uni = [zlib.crc32(w, seed) for w in words]
-        for h in uni:
-            b = h % N_BUCKETS
-            out[b] = out.get(b, 0.0) + 1.0
-        for i in range(len(words) - 1):
-            b = zlib.crc32(words[i + 1], zlib.crc32(b"_", uni[i])) % N_BUCKETS
-            out[b] = out.get(b, 0.0) + 1.0
+    """Bucket -> value for one request: counts of the word uni/bigrams of the system prompt and of the
+    user text's head and tail (two namespaces; a short text is its own head and tail, so its words count
+    twice), the rules' label (router/tasks.py, weighted RULE_VALUE) and a few coarse counts. Hashing is
+    features.hashed_word_ngram_counts's (memoised per word, C-level maps): this runs on every proxied call."""
+    user = f.user_text
+    edges = user[:EDGE_CHARS] + " " + user[-EDGE_CHARS:]
+    out: dict[int, float] = dict(_system_counts(f.system_text)) if f.system_text else {}
+    for b, n in hashed_word_ngram_counts(_WORD.findall(edges), HALF, 2 * SYSTEM_WORDS).items():
+        out[b + HALF] = n
+    rule = rule or classify_task(f)
     for name, value in (
-        (f"rule={rule or classify_task(f)}", 3.0),
+        (f"rule={rule}", RULE_VALUE),
         (f"q={min(f.n_question_marks, 3)}", 1.0),
         (f"num={min(f.n_numbers, 5)}", 1.0),
         (f"sys={bool(f.system_text)}", 1.0),
         (f"turns={min(f.n_assistant_turns, 2)}", 1.0),
         (f"json={f.response_format or '-'}", 1.0),
     ):
-        b = zlib.crc32(name.encode()) % N_BUCKETS
+        b = _coarse(name)
         out[b] = out.get(b, 0.0) + value
     return out
+
+
+@lru_cache(maxsize=512)
+def _system_counts(system: str) -> tuple[tuple[int, int], ...]:
+    """An application sends the same system prompt with every call: hash it once."""
+    return tuple(hashed_word_ngram_counts(_WORD.findall(system)[:SYSTEM_WORDS], HALF, SYSTEM_WORDS).items())
+
+
+def _coarse(name: str) -> int:
+    b = _COARSE_BUCKETS.get(name)
+    if b is None:
+        b = _COARSE_BUCKETS[name] = zlib.crc32(name.encode()) % N_BUCKETS
+    return b
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,10 @@ class TaskModel:
         if rule == "tool_use":  # declared tools decide on their own: the model never saw any
             return rule
         scores = list(self.intercepts)
-        for b, v in task_features(f, rule).items():
-            for k, w in self.weights.get(b, ()):
+        feats = task_features(f, rule)
+        for b in feats.keys() & self.weights.keys():
+            v = feats[b]
+            for k, w in self.weights[b]:
                 scores[k] += w * v
         return self.tasks[max(range(len(scores)), key=scores.__getitem__)]
 
@@ -125,7 +139,7 @@ def fit_task_model(
 
     data, ind, ptr = [], [], [0]
     for f in feats:
-        for b, v in task_features(f).items():
+        for b, v in sorted(task_features(f).items()):
             ind.append(b)
             data.append(v)
         ptr.append(len(ind))

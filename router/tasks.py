@@ -31,6 +31,7 @@ first match wins:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .features import RequestFeatures
 
@@ -309,8 +310,10 @@ _SYSTEM_CHECKS = (
 )
 
 
+@lru_cache(maxsize=512)
 def _system_task(system: str) -> str | None:
-    """The task a system prompt sets: of the instructions it holds, the one it states first."""
+    """The task a system prompt sets: of the instructions it holds, the one it states first (memoised: an
+    application sends the same system prompt with every call)."""
     words = frozenset(_WORD_RE.findall(system))
     best: tuple[int, str] | None = None
     for task, rx in _SYSTEM_CHECKS:
