@@ -36,7 +36,12 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-CACHEABLE = ("chat", "responses", "embeddings", "completions", "messages")
+CACHEABLE = ("chat", "responses", "embeddings", "completions", "messages", "generate", "stream", "stream_json", "embed",
+             "batch_embed")  # fmt: skip
+# A streamed Gemini call is the same question as the non-streamed one (OpenAI's and Anthropic's say
+# `stream` in the body, which the canonical form drops; Gemini says it in the path).
+SAME_QUESTION = {"stream": "generate", "stream_json": "generate"}
+EMBEDDINGS = frozenset({"embeddings", "embed", "batch_embed"})
 # `[cache]` keys in the config file, each the `turnout_cache_<key>` option (`enabled`: `turnout_cache`)
 CONFIG_KEYS = ("enabled", "ttl", "max_entries", "max_bytes", "endpoints", "scope", "nondeterministic", "fuzzy")
 SCOPES = ("key", "shared", "team")
@@ -52,7 +57,10 @@ def wants_bypass(headers: Mapping[str, str]) -> bool:
 
 def is_deterministic(endpoint: str, body: dict[str, Any]) -> bool:
     """Only `temperature: 0` (or embeddings) asks for the same answer every time."""
-    return endpoint == "embeddings" or body.get("temperature") == 0
+    if endpoint in EMBEDDINGS:
+        return True
+    config = body.get("generationConfig", body.get("generation_config"))  # Gemini
+    return body.get("temperature") == 0 or (isinstance(config, dict) and config.get("temperature") == 0)
 
 
 class Cache:
@@ -225,7 +233,7 @@ class Cache:
             llm.columns["cache"] = "skip"  # no credential: no tenant to scope its answers by
             return
         scope = scope or "no-credential"  # recording for replay, which matches across keys anyway
-        canonical = canonical_request(llm.endpoint, llm.body, llm.model)
+        canonical = canonical_request(SAME_QUESTION.get(llm.endpoint, llm.endpoint), llm.body, llm.model)
         key_text = self._key_text(canonical)
         key = request_key(key_text, scope)
         llm.columns["cache_key"] = key
@@ -265,11 +273,12 @@ class Cache:
             return False
         recorded = json.loads(entry["response_body"])
         provider, endpoint = llm.provider, llm.endpoint or "chat"
-        if llm.stream and endpoint != "embeddings":
+        if llm.stream and endpoint not in EMBEDDINGS:
             content = provider.replay_stream(
                 endpoint, recorded, include_usage=provider.asked_for_stream_usage(llm.body)
             )
-            ctype = "text/event-stream; charset=utf-8"
+            json_array = provider.stream_framing(endpoint) == "json-array"
+            ctype = "application/json; charset=utf-8" if json_array else "text/event-stream; charset=utf-8"
         else:
             content = json.dumps(recorded, ensure_ascii=False).encode()
             ctype = "application/json"

@@ -1,10 +1,10 @@
 """mitmweb / mitmproxy content views for LLM traffic (the mitmproxy 12 `Contentview` API).
 
-- "LLM Conversation": a chat-completions / responses / completions / Anthropic Messages request as
+- "LLM Conversation": a chat-completions / responses / completions / Anthropic Messages / Gemini request as
   a readable conversation (model and parameters, tool definitions, each message with its role,
   tool calls and tool results, read by ledger/messages.py), and a non-streamed answer the same way.
-- "LLM Stream": a `text/event-stream` answer as the assembled answer (the same assembler
-  the ledger uses) followed by its events, one line each.
+- "LLM Stream": a streamed answer (SSE, or Gemini's JSON-array stream) as the assembled answer (the
+  same assembler the ledger uses) followed by its events, one line each.
 
 Both rank above the JSON view only for LLM paths; everywhere else they step aside. The
 `ContentViews` addon registers them when turnout's addons load.
@@ -20,8 +20,9 @@ from mitmproxy.contentviews import Contentview, Metadata
 
 from turnout.ledger.messages import Part, answer_parts, request_parts
 from turnout.ledger.providers import anthropic as anthropic_provider
+from turnout.ledger.providers import gemini as gemini_provider
 from turnout.ledger.providers import openai as openai_provider
-from turnout.ledger.sse import SSEParser
+from turnout.ledger.sse import stream_parser
 
 LLM_PATHS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions",
              "/v1/messages": "messages"}  # fmt: skip
@@ -29,16 +30,36 @@ PRIORITY = 2.0  # the JSON view answers 1 for application/json
 EVENT_PREVIEW = 200  # characters of each event's data in the event list
 
 
-def llm_endpoint(flow: Any) -> str | None:
-    """chat | responses | completions when the flow's path is an LLM endpoint (also behind a base-URL prefix)."""
+def llm_call(flow: Any) -> tuple[Any, str] | None:
+    """(provider module, endpoint) when the flow is an LLM call — read from its host and path alone, so
+    saved flows show the same (OpenAI's and Anthropic's paths also behind a base-URL prefix)."""
     request = getattr(flow, "request", None)
     if not isinstance(request, http.Request):
         return None
+    if request.pretty_host.lower() in gemini_provider.hosts or ":" in request.path.split("?", 1)[0]:
+        endpoint = gemini_provider.endpoint(request.path)
+        if endpoint is not None:
+            return gemini_provider, endpoint
     path = request.path.split("?", 1)[0].rstrip("/")
     for suffix, endpoint in LLM_PATHS.items():
         if path == suffix or path.endswith(suffix):
-            return endpoint
+            return (anthropic_provider if endpoint == "messages" else openai_provider), endpoint
     return None
+
+
+def llm_endpoint(flow: Any) -> str | None:
+    call = llm_call(flow)
+    return call[1] if call else None
+
+
+def _is_stream_body(flow: Any, content_type: str) -> bool:
+    call = llm_call(flow)
+    if call is None:
+        return False
+    if content_type == "text/event-stream":
+        return True
+    provider, endpoint = call
+    return provider.stream_framing(endpoint) == "json-array" and provider.wants_stream(endpoint, None)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -225,7 +246,7 @@ class LLMConversationContentview(Contentview):
         if not data or llm_endpoint(metadata.flow) is None:
             return -1
         ctype = metadata.content_type or ""
-        if ctype == "text/event-stream":
+        if isinstance(metadata.http_message, http.Response) and _is_stream_body(metadata.flow, ctype):
             return -1
         if ctype.endswith("json") or data[:1] in (b"{", b"["):
             return PRIORITY
@@ -240,10 +261,9 @@ class LLMStreamContentview(Contentview):
         return "LLM Stream"
 
     def prettify(self, data: bytes, metadata: Metadata) -> str:
-        endpoint = llm_endpoint(metadata.flow) or "chat"
-        parser = SSEParser()
+        provider, endpoint = llm_call(metadata.flow) or (openai_provider, "chat")
+        parser = stream_parser(provider.stream_framing(endpoint))
         events = parser.feed(data) + parser.close()
-        provider = anthropic_provider if endpoint == "messages" else openai_provider
         assembler = provider.stream_assembler(endpoint)
         for ev in events:
             assembler.feed(ev)
@@ -260,9 +280,9 @@ class LLMStreamContentview(Contentview):
         return "\n".join(lines) + "\n"
 
     def render_priority(self, data: bytes, metadata: Metadata) -> float:
-        if not data or llm_endpoint(metadata.flow) is None:
+        if not data or not isinstance(metadata.http_message, http.Response):
             return -1
-        return PRIORITY if (metadata.content_type or "") == "text/event-stream" else -1
+        return PRIORITY if _is_stream_body(metadata.flow, metadata.content_type or "") else -1
 
 
 conversation_view = LLMConversationContentview()

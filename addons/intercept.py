@@ -20,7 +20,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import layer, layers
 
 from turnout.ledger import providers
-from turnout.ledger.providers import parse_hosts
+from turnout.ledger.providers import KNOWN_HOSTS, parse_hosts
 from turnout.ledger.bodies import parse_body
 from turnout.ledger.credentials import credential_fingerprint, query_pairs, redact_path
 from turnout.ledger.keys import key_fingerprint
@@ -57,7 +57,7 @@ class Intercept:
 
     def __init__(self, services: Services | None = None) -> None:
         self.services = services or Services()
-        self.hosts: dict[str, str] = {"api.openai.com": "openai"}
+        self.hosts: dict[str, str] = parse_hosts(KNOWN_HOSTS)
         self.services.provider_hosts = self.hosts
         self.tunnel_others = True  # False when the user's allow_hosts / ignore_hosts decide
 
@@ -65,9 +65,9 @@ class Intercept:
         loader.add_option(
             "turnout_hosts",
             Sequence[str],
-            ["api.openai.com"],
-            "Provider hosts turnout intercepts (TLS), as `host` or `host=provider` (openai, anthropic; "
-            "api.anthropic.com is known). Every other host is tunnelled untouched.",
+            list(KNOWN_HOSTS),
+            "Provider hosts turnout intercepts (TLS), as `host` or `host=provider` (openai, anthropic, gemini); "
+            "by default every provider turnout knows. Every other host is tunnelled untouched.",
         )
         loader.add_option(
             "turnout_config", str, "", "turnout's TOML config file (router, cache, budgets, attribution, prices)."
@@ -189,7 +189,7 @@ class Intercept:
             body=body,
             body_error=parsed.error,
             request_text=text,
-            requested_model=provider.request_model(endpoint, body) if endpoint else None,
+            requested_model=provider.request_model(endpoint, body, path) if endpoint else None,
             api_key_fp=key_fingerprint(key),
             credential_fp=credential_fingerprint(headers, query),
             stream=bool(endpoint) and provider.wants_stream(endpoint, body),

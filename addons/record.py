@@ -85,7 +85,13 @@ class Record:
         if self.draining:
             flow.response.headers["connection"] = "close"  # no next request on this connection
         ctype = flow.response.headers.get("content-type", "")
-        if ctype.startswith("text/event-stream") and not llm.served_locally:
+        json_stream = (
+            llm.stream
+            and llm.endpoint is not None
+            and flow.response.status_code == 200
+            and llm.provider.stream_framing(llm.endpoint) == "json-array"
+        )
+        if (ctype.startswith("text/event-stream") or json_stream) and not llm.served_locally:
             try:
                 flow.response.stream = StreamTee(llm, flow.response.headers.get("content-encoding"))
             except ValueError as e:  # an encoding we cannot decode: still stream, record without content

@@ -16,6 +16,7 @@ from typing import Any
 from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
+from turnout.ledger.credentials import redact_path
 from turnout.ledger.pricing import Usage
 from turnout.ledger.queries import EVIDENCE_SQL
 from turnout.ledger.store import open_ledger
@@ -28,7 +29,8 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-ROUTABLE = frozenset({"chat", "responses", "completions", "messages"})  # messages: Anthropic
+# messages: Anthropic; generate / stream / stream_json: Gemini
+ROUTABLE = frozenset({"chat", "responses", "completions", "messages", "generate", "stream", "stream_json"})
 # Provider betas are switched on per model (e.g. Anthropic's 1M-token context); the policy decides which
 # ones may still be routed ([router] allowed_betas).
 BETA_HEADERS = ("anthropic-beta", "openai-beta")
@@ -149,6 +151,7 @@ class Route:
             api_key_fp=llm.api_key_fp,
             feature=llm.columns.get("feature"),
             betas=request_betas(llm.headers),
+            model=llm.requested_model,
         )
         llm.cheaper_model = d.candidate
         if d.decision == "route" and d.would_route_to and self.services.reverted:
@@ -173,7 +176,10 @@ class Route:
         requested = llm.requested_model
         llm.on_record.append(lambda row: self._counterfactual(row, llm, "baseline_cost_usd", requested))
         if self.mode == "route":
-            llm.body["model"] = d.would_route_to
+            path = llm.provider.with_model(llm.endpoint, llm.body, flow.request.path, d.would_route_to)
+            if path != flow.request.path:  # Gemini names the model in the path
+                flow.request.path = path
+                llm.path = redact_path(path)
             llm.model = d.would_route_to
             llm.body_changed = True
             llm.columns["routed"] = 1

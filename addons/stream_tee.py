@@ -8,7 +8,7 @@ import re
 import time
 from typing import Any
 
-from turnout.ledger.sse import SSEParser, incremental_decoder, parse_event_block, split_complete
+from turnout.ledger.sse import incremental_decoder, parse_event_block, split_complete, stream_parser
 
 from . import state
 
@@ -27,7 +27,7 @@ class StreamTee:
 
     def __init__(self, llm: state.LLMFlow, content_encoding: str | None) -> None:
         self.llm = llm
-        self.parser = SSEParser()
+        self.parser = stream_parser(llm.provider.stream_framing(llm.endpoint or "chat"))
         self.decoder = incremental_decoder(content_encoding)
         self.strip = llm.usage_injected and (content_encoding or "identity").lower() == "identity"
         self.held = b""

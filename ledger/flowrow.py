@@ -14,7 +14,7 @@ from typing import Any
 
 from .flowstate import LLMFlow
 from .pricing import PriceBook, Usage
-from .sse import SSEParser
+from .sse import stream_parser
 from .store import iso_utc
 
 
@@ -33,7 +33,7 @@ class Answer:
 def error_text(status: int, body: Any, raw: bytes) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
-        parts = [str(err.get(k)) for k in ("type", "code") if err.get(k)]
+        parts = [str(err.get(k)) for k in ("type", "status", "code") if err.get(k)]
         return f"HTTP {status}: {err.get('message') or ''} ({', '.join(parts)})"[:500]
     return f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
 
@@ -98,10 +98,13 @@ def build_row(
                 error = "stream ended before it finished"
         else:
             raw = answer.content() or b""
-            if answer.content_type.startswith("text/event-stream"):
-                # a whole SSE body (e.g. a cache hit rebuilt as a stream): record the assembled answer
+            framing = llm.provider.stream_framing(llm.endpoint or "chat")
+            if answer.content_type.startswith("text/event-stream") or (
+                llm.stream and framing == "json-array" and answer.status_code == 200
+            ):
+                # a whole stream body (e.g. a cache hit rebuilt as a stream): record the assembled answer
                 whole = llm.provider.stream_assembler(llm.endpoint or "chat")
-                parser = SSEParser()
+                parser = stream_parser(framing)
                 for ev in parser.feed(raw) + parser.close():
                     whole.feed(ev)
                 body, usage = whole.result(), whole.usage

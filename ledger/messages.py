@@ -1,7 +1,8 @@
 """One walk over what a request sends and what an answer says, across every shape turnout parses.
 
 OpenAI chat (`messages`), Responses (`instructions` + `input` items), completions (`prompt`),
-embeddings (`input`) and Anthropic Messages (`system` + content blocks) all become a flat list of
+embeddings (`input`), Anthropic Messages (`system` + content blocks) and Gemini (`systemInstruction` +
+`contents` of `parts`, camelCase or snake_case as its REST API takes both) all become a flat list of
 `Part`s: who said it, what kind of part it is, and its text. Token counts, attribution's template,
 the router's features, mitmweb's views and the shadow comparators read these instead of each
 walking the JSON their own way. Pure and bounded: a hostile body costs at most `MAX_DEPTH` levels.
@@ -163,11 +164,97 @@ def _responses_item(item: Any) -> Iterator[Part]:
         yield from _content(_role(item.get("role"), "assistant"), item)
 
 
+_GEMINI_ROLES = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool", "system": "system"}
+
+
+def gemini_field(d: dict[str, Any], camel: str) -> Any:
+    """A Gemini REST field by its camelCase name or its snake_case spelling (the API accepts both)."""
+    if camel in d:
+        return d[camel]
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return d.get(snake)
+
+
+def _gemini_content(content: Any, default_role: str) -> Iterator[Part]:
+    """One Gemini `Content` ({role, parts}) — or a bare string or part list, as the SDKs also send."""
+    if isinstance(content, str):
+        yield Part(default_role, "text", content)
+        return
+    if isinstance(content, list):
+        parts: Any = content
+        role = default_role
+    elif isinstance(content, dict):
+        parts = content.get("parts")
+        role = _GEMINI_ROLES.get(content.get("role") or "", default_role)
+    else:
+        return
+    for part in parts if isinstance(parts, list) else ():
+        if isinstance(part, str):
+            yield Part(role, "text", part)
+        elif isinstance(part, dict):
+            yield from _gemini_part(role, part)
+
+
+def _gemini_part(role: str, part: dict[str, Any]) -> Iterator[Part]:
+    if isinstance(part.get("text"), str):
+        yield Part(role, "thinking" if part.get("thought") is True else "text", part["text"], type="text")
+        return
+    inline = gemini_field(part, "inlineData")
+    data = inline if isinstance(inline, dict) else gemini_field(part, "fileData")
+    if isinstance(data, dict):
+        mime = str(gemini_field(data, "mimeType") or "")
+        kind: Kind = "image" if mime.startswith("image/") else "audio" if mime.startswith("audio/") else "file"
+        yield Part(role, kind, "", type="inlineData" if data is inline else "fileData",
+                   ref=_str(gemini_field(data, "fileUri")) or mime or None)  # fmt: skip
+        return
+    call = gemini_field(part, "functionCall")
+    if isinstance(call, dict):
+        args = call.get("args")
+        yield Part(role, "tool_call", _json(args if args is not None else {}), _str(call.get("name")), "functionCall",
+                   ref=_str(call.get("id")))  # fmt: skip
+        return
+    result = gemini_field(part, "functionResponse")
+    if isinstance(result, dict):
+        yield Part("tool", "tool_result", _json(result.get("response", "")), _str(result.get("name")),
+                   "functionResponse", ref=_str(result.get("id")))  # fmt: skip
+        return
+    code = gemini_field(part, "executableCode") or gemini_field(part, "codeExecutionResult")
+    if isinstance(code, dict):
+        yield Part(role, "other", _str(code.get("code")) or _str(code.get("output")) or "", type="code")
+
+
+def _gemini_request(body: dict[str, Any]) -> list[Iterator[Part] | list[Part]]:
+    groups: list[Iterator[Part] | list[Part]] = []
+    system = gemini_field(body, "systemInstruction")
+    if system is not None:
+        groups.append(_gemini_content(system, "system"))
+    contents = body.get("contents")
+    if isinstance(contents, list) and contents and all(isinstance(c, dict) and "parts" in c for c in contents):
+        groups += (_gemini_content(c, "user") for c in contents)
+    elif contents is not None:
+        groups.append(_gemini_content(contents if isinstance(contents, (str, list)) else [contents], "user"))
+    for request in body.get("requests") or () if isinstance(body.get("requests"), list) else ():
+        if isinstance(request, dict):  # batchEmbedContents: each request's `content`
+            groups.append(_gemini_content(request.get("content"), "user"))
+    if "content" in body and "contents" not in body:  # embedContent
+        groups.append(_gemini_content(body["content"], "user"))
+    return groups
+
+
+def is_gemini_body(body: dict[str, Any]) -> bool:
+    """A Gemini request: `contents` (generateContent), `requests` (batchEmbedContents) or `content`
+    (embedContent) — fields none of the other shapes sends at the top level."""
+    return "contents" in body or (
+        "messages" not in body and "input" not in body and ("requests" in body or "content" in body)
+    )
+
+
 def request_parts(body: Any) -> list[Part]:
     """Every part a request sends, in order: system prompt first, then the conversation."""
     if not isinstance(body, dict):
         return []
-    groups: list[Iterator[Part] | list[Part]] = []
+    gemini = is_gemini_body(body)
+    groups: list[Iterator[Part] | list[Part]] = _gemini_request(body) if gemini else []
     if "system" in body:  # Anthropic: a top-level string or text blocks
         groups.append(_content("system", body["system"]))
     if isinstance(body.get("instructions"), str):  # Responses
@@ -175,7 +262,7 @@ def request_parts(body: Any) -> list[Part]:
     messages = body.get("messages")
     if isinstance(messages, list):
         groups += (_chat_message(m) for m in messages)
-    else:
+    elif not gemini:
         inp = body.get("input")
         if isinstance(inp, list):
             groups += (_responses_item(item) for item in inp)
@@ -209,6 +296,9 @@ def answer_parts(body: Any) -> list[Part]:
                 if isinstance(item, dict)]  # fmt: skip
     if isinstance(body.get("content"), list):  # Anthropic Messages
         return list(_content("assistant", body["content"]))
+    candidates = body.get("candidates")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):  # Gemini
+        return list(_gemini_content(candidates[0].get("content"), "assistant"))
     return []
 
 

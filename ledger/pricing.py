@@ -146,6 +146,9 @@ def _genai_rates(provider: str, model: str) -> ModelRates | None:
     )
 
 
+GENAI_PROVIDER_IDS = {"gemini": "google"}  # turnout's provider name -> genai-prices' provider id
+
+
 class PriceBook:
     """Looks up rates: local overrides first (custom or self-hosted models), then genai-prices."""
 
@@ -157,7 +160,7 @@ class PriceBook:
             return None
         if model in self.overrides:
             return self.overrides[model]
-        return _genai_rates(provider, model)
+        return _genai_rates(GENAI_PROVIDER_IDS.get(provider, provider), model)
 
     def cost(self, provider: str, model: str | None, usage: Usage) -> float | None:
         rates = self.rates(provider, model)

@@ -43,6 +43,10 @@ def max_output(body: Any, default: int) -> int:
     """The output ceiling the request itself sets (the smallest, if several), else `default`."""
     if not isinstance(body, dict):
         return default
+    config = body.get("generationConfig", body.get("generation_config"))  # Gemini
+    if isinstance(config, dict):
+        body = {"max_tokens": config.get("maxOutputTokens", config.get("max_output_tokens")),
+                "n": config.get("candidateCount", config.get("candidate_count"))}  # fmt: skip
     values = [v for k in OUTPUT_FIELDS if isinstance(v := body.get(k), int) and not isinstance(v, bool) and v >= 0]
     n = body.get("n")
     mult = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1

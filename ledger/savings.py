@@ -214,7 +214,7 @@ def what_if(db_path: str, since: str, policy: Any, prices: Any) -> dict[str, Any
             body = json.loads(body_text)
         except (TypeError, ValueError):
             continue
-        d = policy.decide(body, provider=provider, api_key_fp=key_fp, feature=feature)
+        d = policy.decide(body, provider=provider, api_key_fp=key_fp, feature=feature, model=requested)
         usage = Usage(*(int(v or 0) for v in usage_cols))
         cheaper = d.would_route_to or d.candidate
         projected = prices.cost(provider, cheaper, usage) if cheaper else None

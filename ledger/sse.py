@@ -129,3 +129,64 @@ def incremental_decoder(content_encoding: str | None):
             from backports import zstd  # what mitmproxy itself uses before 3.14
         return zstd.ZstdDecompressor()
     raise ValueError(f"unsupported content-encoding {enc!r}")
+
+
+class JSONArrayParser:
+    """The other stream framing (Gemini's `streamGenerateContent` without `alt=sse`): one JSON array whose
+    elements arrive one by one. Each whole element comes out as an `SSEEvent` without a name, so the same
+    assemblers read both framings. Bytes are never held back from the client: this only reads a copy."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._bytes = b""
+        self._decoder = json.JSONDecoder()
+        self._opened = False
+        self.closed = False  # the array's closing bracket arrived
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._bytes += chunk
+        try:  # a UTF-8 sequence split across chunks waits for its end
+            text, self._bytes = self._bytes.decode("utf-8"), b""
+        except UnicodeDecodeError as e:
+            text, self._bytes = self._bytes[: e.start].decode("utf-8"), self._bytes[e.start :]
+        self._buf += text
+        events: list[SSEEvent] = []
+        while True:
+            rest = self._buf.lstrip()
+            if not rest:
+                self._buf = ""
+                break
+            if not self._opened:
+                if rest[0] != "[":
+                    self._buf = ""  # not an array (an error object): the caller reads the body whole
+                    break
+                self._opened, rest = True, rest[1:]
+                self._buf = rest
+                continue
+            if rest[0] == ",":
+                self._buf = rest[1:]
+                continue
+            if rest[0] == "]":
+                self.closed, self._buf = True, ""
+                break
+            try:
+                _, end = self._decoder.raw_decode(rest)
+            except ValueError:  # the element is not whole yet
+                self._buf = rest
+                break
+            events.append(SSEEvent(None, rest[:end]))
+            self._buf = rest[end:]
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        self._buf, self._bytes = "", b""
+        return []
+
+    @property
+    def pending(self) -> bytes:
+        return self._buf.encode()
+
+
+def stream_parser(framing: str) -> "SSEParser | JSONArrayParser":
+    """The incremental parser for a provider's stream framing ("sse" or "json-array")."""
+    return JSONArrayParser() if framing == "json-array" else SSEParser()

@@ -69,6 +69,13 @@ DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
         ),
         frozenset({"images", "files", "tools", "thinking"}),
     ),
+    # Gemini 2.5: images, PDFs and other files, function calling, JSON mode and schemas, thinking;
+    # 2.0 Flash-Lite: no thinking
+    **dict.fromkeys(
+        ("gemini-2.5-flash", "gemini-2.5-flash-lite"),
+        frozenset({"images", "files", "tools", "json_schema", "json_object", "thinking"}),
+    ),
+    "gemini-2.0-flash-lite": frozenset({"images", "files", "tools", "json_schema", "json_object"}),
 }
 
 TAG_REASONS: dict[str, str] = {
@@ -103,6 +110,9 @@ DEFAULT_MAX_OUTPUT: dict[str, int] = {
     "gpt-5-mini": 128_000,
     "gpt-5-nano": 128_000,
     "claude-haiku-4-5": 64_000,
+    "gemini-2.5-flash": 65_536,
+    "gemini-2.5-flash-lite": 65_536,
+    "gemini-2.0-flash-lite": 8_192,
 }
 
 

@@ -28,7 +28,7 @@ from operator import xor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from turnout.ledger.messages import request_parts
+from turnout.ledger.messages import gemini_field, is_gemini_body, request_parts
 
 from .tokens import estimate_tokens
 
@@ -87,6 +87,8 @@ _BUILTIN_TOOL_PREFIXES = (
     "bash", "text_editor", "code_execution", "web_fetch", "memory",  # Anthropic server / client-schema tools
 )  # fmt: skip
 _ANTHROPIC_TOOL_CHOICE = {"auto": "auto", "none": "none", "any": "required"}
+_GEMINI_TOOL_CHOICE = {"AUTO": "auto", "NONE": "none", "ANY": "required", "VALIDATED": "auto"}
+_GEMINI_SEARCH_TOOLS = ("googleSearch", "google_search", "googleSearchRetrieval", "google_search_retrieval")
 
 # ---------------------------------------------------------------- counting, fast and exact
 #
@@ -196,7 +198,9 @@ _FLAGS = {"image": "images", "file": "files", "audio": "audio", "thinking": "rea
 def _messages(body: dict[str, Any], sink: dict[str, bool]) -> tuple[str, list[tuple[str, str]]]:
     """(api, [(role, text)]) — one entry per message, from the one walker (ledger/messages.py); the
     kinds of non-text parts go to `sink` (images, files, audio, reasoning items, tool history)."""
-    if isinstance(body.get("messages"), list):
+    if is_gemini_body(body):
+        api = "gemini"
+    elif isinstance(body.get("messages"), list):
         api = "chat"
     elif "input" in body or "instructions" in body:
         api = "responses"
@@ -252,7 +256,53 @@ def _language(excerpt: str, words: list[str]) -> str:
     return best if best_n >= 2 or (best_n == 1 and len(head) < 8) else ("en" if sample.isascii() else "unknown")
 
 
+def _gemini_tools(body: dict[str, Any], uses: set[str]) -> tuple[int, str | None]:
+    """Gemini: function declarations are the client's tools; search, code execution, URL context and maps
+    run at Google."""
+    n_tools = 0
+    for t in body.get("tools") or () if isinstance(body.get("tools"), list) else ():
+        if not isinstance(t, dict):
+            continue
+        decls = gemini_field(t, "functionDeclarations")
+        n_tools += len(decls) if isinstance(decls, list) else 0
+        if any(k in t for k in _GEMINI_SEARCH_TOOLS):
+            uses.add("web_search")
+        elif any(k not in ("functionDeclarations", "function_declarations") for k in t):
+            uses.add("builtin_tools")
+    config = gemini_field(body, "toolConfig")
+    calling = gemini_field(config, "functionCallingConfig") if isinstance(config, dict) else None
+    mode = calling.get("mode") if isinstance(calling, dict) else None
+    if n_tools:
+        uses.add("tools")
+    return n_tools, _GEMINI_TOOL_CHOICE.get(mode.upper(), "auto") if isinstance(mode, str) else None
+
+
+def _gemini_generation(body: dict[str, Any], uses: set[str]) -> tuple[str | None, int | None]:
+    """(response format, output ceiling) from `generationConfig`; thinking switched on is `thinking`."""
+    config = gemini_field(body, "generationConfig")
+    if not isinstance(config, dict):
+        return None, None
+    rf = None
+    if gemini_field(config, "responseMimeType") == "application/json":
+        schema = gemini_field(config, "responseSchema") or gemini_field(config, "responseJsonSchema")
+        rf = "json_schema" if schema else "json_object"
+    thinking = gemini_field(config, "thinkingConfig")
+    if isinstance(thinking, dict) and (
+        gemini_field(thinking, "includeThoughts")
+        or (_int_or_none(gemini_field(thinking, "thinkingBudget")) or 0) > 0
+        or gemini_field(thinking, "thinkingLevel")
+    ):
+        uses.add("thinking")
+    if gemini_field(config, "responseModalities") and any(
+        str(m).upper() in ("AUDIO", "IMAGE") for m in gemini_field(config, "responseModalities") or ()
+    ):
+        uses.add("audio")  # audio or image output: no cheaper rung is assumed to produce it
+    return rf, _int_or_none(gemini_field(config, "maxOutputTokens"))
+
+
 def _tools_info(body: dict[str, Any], uses: set[str]) -> tuple[int, str | None]:
+    if is_gemini_body(body):
+        return _gemini_tools(body, uses)
     tools = body.get("tools")
     n_tools = 0
     if isinstance(tools, list):
@@ -380,6 +430,10 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         max_tokens = _int_or_none(body.get(key))
         if max_tokens is not None:
             break
+    if api == "gemini":
+        rf, max_tokens = _gemini_generation(body, uses)
+        if rf is not None:
+            uses.add(rf)
 
     excerpt = _excerpt(last_user)
     low = excerpt.lower()

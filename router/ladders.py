@@ -9,8 +9,9 @@ aliases, which track the provider's current snapshot; a configured ladder may
 pin a dated one.
 
 The default Anthropic ladders step down within one model generation (Opus →
-Sonnet → Haiku of the same version), as the OpenAI ones stay within a family,
-and never onto a model the provider has announced it will retire.
+Sonnet → Haiku of the same version), as the OpenAI ones stay within a family
+and the Gemini ones within a version (pro → flash → flash-lite), and never onto
+a model the provider has announced it will retire.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ DEFAULT_LADDERS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("claude-opus-5", "claude-sonnet-5"),
         ("claude-opus-4-6", "claude-sonnet-4-6"),
         ("claude-sonnet-4-5", "claude-haiku-4-5"),  # nothing is routed *to* Sonnet 4.5: retired 2026-11-30
+    ),
+    "gemini": (
+        ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"),
+        ("gemini-2.0-flash", "gemini-2.0-flash-lite"),
     ),
 }
 

@@ -37,7 +37,8 @@ Config (``[router]`` table; every key optional)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from .capabilities import DEFAULT_MAX_OUTPUT, TAG_REASONS, missing_capabilities, parse_capabilities, parse_max_output
@@ -210,24 +211,34 @@ class RoutingPolicy:
         api_key_fp: str | None = None,
         feature: str | None = None,
         betas: Sequence[str] = (),
+        model: str | None = None,
     ) -> RoutingDecision:
         """The routing decision for one request body; never raises.
 
         `betas`: the provider betas the request switches on (``anthropic-beta`` / ``openai-beta``
         headers). A beta is enabled per model, so one not in ``allowed_betas`` keeps the request
-        on the model it was written for.
+        on the model it was written for. `model`: the model asked for when the body does not name it
+        (Gemini names it in the path).
         """
         try:
-            return self._decide(body, provider, api_key_fp, feature, betas)
+            return self._decide(body, provider, api_key_fp, feature, betas, model)
         except Exception as exc:  # noqa: BLE001 - defensive: the proxy must keep proxying
             return RoutingDecision("other", None, "skip", None, f"router error: {type(exc).__name__}")
 
     def _decide(
-        self, body: Any, provider: str, api_key_fp: str | None, feature: str | None, betas: Sequence[str]
+        self,
+        body: Any,
+        provider: str,
+        api_key_fp: str | None,
+        feature: str | None,
+        betas: Sequence[str],
+        model: str | None = None,
     ) -> RoutingDecision:
         if not isinstance(body, dict):
             return RoutingDecision("other", None, "skip", None, "body is not a JSON object")
         f = extract_features(body)
+        if model is not None and f.model is None:
+            f = replace(f, model=model)
         task = task_of(f)
 
         def skip(reason: str) -> RoutingDecision:

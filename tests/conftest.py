@@ -103,6 +103,15 @@ class Proxy:
             os.environ.pop("ANTHROPIC_BASE_URL", None)
             return anthropic.Anthropic(**kw)
 
+    def gemini_client(self, api_key: str = "AIzaSyTEST-gemini-key-0001", **kw: Any):
+        """google-genai's Client with only `turnout env`'s environment (HTTPS_PROXY, SSL_CERT_FILE)."""
+        from google import genai
+
+        with mock.patch.dict(os.environ, {**self.env, "GEMINI_API_KEY": api_key}):
+            for name in ("GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_USE_VERTEXAI"):
+                os.environ.pop(name, None)
+            return genai.Client(**kw)
+
     def async_client(self, api_key: str = "sk-test-key-0001", **kw: Any):
         import openai
 

@@ -39,7 +39,27 @@ def _words(text: str) -> int:
     return max(1, len(text.split()))
 
 
+def _gemini_text(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, dict):
+        content = content.get("parts")
+    out = []
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, str):
+            out.append(part)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            out.append(part["text"])
+        elif isinstance(part, dict) and "parts" in part:
+            out += _gemini_text(part)
+    return out
+
+
 def _prompt_text(body: dict[str, Any]) -> str:
+    if "contents" in body:
+        contents = body["contents"]
+        items = contents if isinstance(contents, list) else [contents]
+        return " ".join(t for c in items for t in _gemini_text(c))
     if isinstance(body.get("messages"), list):
         parts = []
         for m in body["messages"]:
@@ -62,12 +82,15 @@ def _last_user(body: dict[str, Any]) -> str:
     return _prompt_text(body)
 
 
+_GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):(?P<method>\w+)$")
 _DIRECTIVE = re.compile(r"\[\[([a-z][a-z-]*)(?::\s*(.*?))?\]\]", re.S)
 JUDGE_OPENING = "You compare two answers"
 
 
 def _all_text(body: dict[str, Any]) -> str:
-    system = body.get("system")
+    system = body.get("system") or " ".join(
+        _gemini_text(body.get("systemInstruction") or body.get("system_instruction"))
+    )
     parts = [system if isinstance(system, str) else json.dumps(system)] if system else []
     parts.append(_prompt_text(body))
     return " ".join(parts)
@@ -255,7 +278,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def route(self, body: dict[str, Any]) -> None:
         path = self.path.split("?")[0]
-        if path == "/v1/chat/completions":
+        native = _GEMINI_PATH.match(path)
+        if native:
+            self.gemini(body, native.group("model"), native.group("method"))
+        elif path == "/v1beta/openai/chat/completions":
+            self.chat({**body, "stream_options": {"include_usage": True}}, usage_every_chunk=True)
+        elif path == "/v1/chat/completions":
             self.chat(body)
         elif path == "/v1/completions":
             self.completions(body)
@@ -272,7 +300,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def chat(self, body: dict[str, Any]) -> None:
+    def chat(self, body: dict[str, Any], usage_every_chunk: bool = False) -> None:
         created = int(time.time())
         cid = f"chatcmpl-{uuid.uuid4().hex[:20]}"
         text = answer_text(body)
@@ -324,7 +352,9 @@ class Handler(BaseHTTPRequestHandler):
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             c = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-            if include_usage:
+            if usage_every_chunk:  # Gemini's OpenAI-compatible endpoint: running usage on every chunk
+                c["usage"] = usage
+            elif include_usage:
                 c["usage"] = None
             return c
 
@@ -359,10 +389,11 @@ class Handler(BaseHTTPRequestHandler):
             for i, piece in enumerate(pieces):
                 events.append(chunk({"content": (" " if i else "") + piece}))
             events.append(chunk({}, "stop"))
-        if include_usage:
+        if include_usage and not usage_every_chunk:
             events.append({**base, "choices": [], "usage": usage})
         # the usage chunk and [DONE] leave with the last one, as a provider sends them: no delay between
-        self._stream([json.dumps(e, separators=(",", ":")) for e in events] + ["[DONE]"], tail=1 + include_usage)
+        tail = 1 + (include_usage and not usage_every_chunk)
+        self._stream([json.dumps(e, separators=(",", ":")) for e in events] + ["[DONE]"], tail=tail)
 
     def completions(self, body: dict[str, Any]) -> None:
         text = f"completion of {str(body.get('prompt'))[:100]}"
@@ -546,7 +577,113 @@ class Handler(BaseHTTPRequestHandler):
         events.append(("message_stop", {}))
         self._stream([json.dumps({"type": n, **d}) for n, d in events], names=[n for n, _ in events])
 
-    def _stream(self, datas: list[str], names: list[str] | None = None, tail: int = 1) -> None:
+    def gemini(self, body: dict[str, Any], model: str, method: str) -> None:
+        """Gemini's native API: generateContent, streamGenerateContent (SSE with alt=sse, else one JSON
+        array), countTokens, embedContent; model `error-NNN` answers NNN with Google's error body."""
+        if model.startswith("error-"):
+            status = int(model.split("-")[1])
+            name = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 400: "INVALID_ARGUMENT"}
+            self._send_json(
+                status,
+                {
+                    "error": {
+                        "code": status,
+                        "message": f"test upstream says {status}",
+                        "status": name.get(status, "UNKNOWN"),
+                    }
+                },
+                {"retry-after": "1"} if status == 429 else None,
+            )
+            return
+        prompt = _words(_prompt_text(body))
+        if method == "countTokens":
+            self._send_json(200, {"totalTokens": prompt})
+            return
+        if method in ("embedContent", "batchEmbedContents"):
+            one = {"values": [0.1, 0.2, 0.3]}
+            n = len(body.get("requests") or [])
+            self._send_json(200, {"embeddings": [one] * n} if method == "batchEmbedContents" else {"embedding": one})
+            return
+        gbody = {**body, "model": model}
+        text = answer_text(gbody)
+        decls = [
+            d
+            for t in body.get("tools") or ()
+            for d in t.get("functionDeclarations") or t.get("function_declarations") or ()
+        ]
+        last = (body.get("contents") or [{}])[-1] if isinstance(body.get("contents"), list) else {}
+        answered = any(
+            "functionResponse" in p or "function_response" in p
+            for p in (last.get("parts") or ())
+            if isinstance(p, dict)
+        )
+        if decls and not answered:
+            name, args = tool_call_of(gbody, decls[0]["name"])
+            parts: list[dict[str, Any]] = [{"functionCall": {"name": name, "args": json.loads(args)}}]
+        else:
+            parts = [{"text": text}]
+        thoughts = 3 if "thinkingConfig" in (body.get("generationConfig") or {}) else 0
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": _words(text),
+            "totalTokenCount": prompt + _words(text),
+        }
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        if self.headers.get("x-test-cache-read"):
+            usage["cachedContentTokenCount"] = int(self.headers["x-test-cache-read"])
+        rid = uuid.uuid4().hex[:16]
+        whole = {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": rid,
+        }
+        if method == "generateContent":
+            self._send_json(200, whole)
+            return
+        if "functionCall" in parts[0]:
+            pieces: list[dict[str, Any]] = [parts[0]]
+        else:
+            words = text.split(" ")
+            n = min(int(self.headers.get("x-test-chunks") or 4), len(words))
+            pieces = [{"text": (" " if i else "") + " ".join(words[i * len(words) // n : (i + 1) * len(words) // n])}
+                      for i in range(n)]  # fmt: skip
+        chunks = []
+        for i, part in enumerate(pieces):
+            so_far = {**usage, "candidatesTokenCount": max(1, usage["candidatesTokenCount"] * (i + 1) // len(pieces))}
+            cand: dict[str, Any] = {"content": {"role": "model", "parts": [part]}, "index": 0}
+            if i == len(pieces) - 1:
+                cand["finishReason"] = "STOP"
+                so_far = usage
+            chunks.append(
+                json.dumps({"candidates": [cand], "usageMetadata": so_far, "modelVersion": model, "responseId": rid})
+            )
+        if "alt=sse" in self.path:
+            self._stream(chunks, crlf=True)
+        else:
+            self._stream_json(chunks)
+
+    def _stream_json(self, items: list[str]) -> None:
+        """Gemini's stream without alt=sse: one JSON array, an element a chunk, `x-test-delay-ms` apart."""
+        delay = int(self.headers.get("x-test-delay-ms") or 0) / 1000
+        self.send_response(200)
+        self.send_header("content-type", "application/json; charset=UTF-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        try:
+            for i, item in enumerate(items):
+                if delay and i:
+                    time.sleep(delay)
+                payload = (("[" if i == 0 else ",\r\n") + item).encode()
+                self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"1\r\n]\r\n0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.server.aborted += 1
+
+    def _stream(self, datas: list[str], names: list[str] | None = None, tail: int = 1, crlf: bool = False) -> None:
         """Send SSE events `x-test-delay-ms` apart; the last `tail` follow the one before at once."""
         delay = int(self.headers.get("x-test-delay-ms") or 0) / 1000
         delayed = range(1, len(datas) - tail)
@@ -560,7 +697,7 @@ class Handler(BaseHTTPRequestHandler):
                 if delay and i in delayed:
                     time.sleep(delay)
                 head = f"event: {names[i]}\n" if names and i < len(names) else ""
-                payload = f"{head}data: {data}\n\n".encode()
+                payload = (f"{head}data: {data}\r\n\r\n" if crlf else f"{head}data: {data}\n\n").encode()
                 self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")

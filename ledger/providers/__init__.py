@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import anthropic, openai
+from . import anthropic, gemini, openai
 
-PROVIDERS: dict[str, ModuleType] = {openai.name: openai, anthropic.name: anthropic}
+PROVIDERS: dict[str, ModuleType] = {openai.name: openai, anthropic.name: anthropic, gemini.name: gemini}
+# every host turnout knows, intercepted by default
+KNOWN_HOSTS: tuple[str, ...] = tuple(h for p in PROVIDERS.values() for h in p.hosts)
 
 
 def provider_for_host(host: str) -> str | None:

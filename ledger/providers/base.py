@@ -2,7 +2,7 @@
 
 Everything provider-specific — hosts, paths, where the key and the model are, how usage is
 reported, how a stream assembles, what an error looks like — lives behind this, so adding
-Anthropic or Google is a new module, not edits across the proxy.
+a provider is a new module, not edits across the proxy.
 """
 
 from __future__ import annotations
@@ -63,7 +63,14 @@ class Provider(Protocol):
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None: ...
 
-    def request_model(self, endpoint: str, body: Any) -> str | None: ...
+    def request_model(self, endpoint: str, body: Any, path: str = "") -> str | None:
+        """The model asked for: in the body, or (Gemini) in the path."""
+
+    def with_model(self, endpoint: str, body: dict[str, Any], path: str, model: str) -> str:
+        """Point the request at `model` (the body changed in place); returns the path to send it to."""
+
+    def stream_framing(self, endpoint: str) -> str:
+        """How its streams are framed: "sse", or "json-array" (Gemini without `alt=sse`)."""
 
     def wants_stream(self, endpoint: str, body: Any) -> bool: ...
 

@@ -34,8 +34,17 @@ def api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
     return headers.get("api-key") or None  # Azure OpenAI style
 
 
-def request_model(endpoint: str, body: Any) -> str | None:
+def request_model(endpoint: str, body: Any, path: str = "") -> str | None:
     return str_at(body, "model")
+
+
+def with_model(endpoint: str, body: dict[str, Any], path: str, model: str) -> str:
+    body["model"] = model
+    return path
+
+
+def stream_framing(endpoint: str) -> str:
+    return "sse"
 
 
 def wants_stream(endpoint: str, body: Any) -> bool:
