@@ -31,6 +31,7 @@ def default_addons() -> list[object]:
     from .debugchecks import DebugChecks
     from .dispatch import Dispatch
     from .errorpage import ErrorPage
+    from .failover import Failover
     from .forward import Forward
     from .intercept import Intercept
     from .ledger_store import LedgerStore
@@ -58,6 +59,7 @@ def default_addons() -> list[object]:
         Budget(services),
         Forward(services),
         Shadow(services),  # samples what Forward sends; compares off the client's path once the call is recorded
+        Failover(services),  # after Forward (and Shadow's copy): calls under a [[failover]] rule go to the relay
         Record(services),
         LedgerStore(services),  # after Record: `done` runs in chain order, so the drain records before it closes
         UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)

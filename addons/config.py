@@ -7,7 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-KNOWN_TABLES = frozenset({"router", "cache", "budgets", "breakers", "attribution", "prices", "shadow"})
+KNOWN_TABLES = frozenset(
+    {"router", "cache", "budgets", "breakers", "attribution", "prices", "shadow", "failover", "providers",
+     "failover_circuit"}
+)  # fmt: skip
 
 
 @lru_cache(maxsize=8)

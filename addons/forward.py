@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -69,10 +70,24 @@ def frame(req: http.Request, headers: dict[str, str] | None) -> None:
         req.headers["content-length"] = length
 
 
+def parse_upstreams(values: list[str], known: frozenset[str]) -> dict[str, Upstream]:
+    """`provider=URL` entries (repeatable) to {provider: Upstream}. Raises ValueError."""
+    out: dict[str, Upstream] = {}
+    for value in values:
+        provider, sep, url = value.partition("=")
+        if not sep or provider not in known:
+            raise ValueError(f"expected PROVIDER=URL with a provider of {sorted(known)}, got {value!r}")
+        up = parse_upstream(url)
+        if up is not None:
+            out[provider] = up
+    return out
+
+
 class Forward:
     def __init__(self, services: Services | None = None) -> None:
         self.services = services or Services()
         self.upstream: Upstream | None = None
+        self.upstreams: dict[str, Upstream] = {}  # per provider, over `upstream`
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -82,6 +97,13 @@ class Forward:
             "Send intercepted provider traffic to this OpenAI-compatible base URL instead "
             "(http:// or https://, paths kept): a self-hosted or corporate endpoint, or a test server.",
         )
+        loader.add_option(
+            "turnout_upstreams",
+            Sequence[str],
+            [],
+            "Per provider, PROVIDER=URL (repeatable): that provider's traffic goes there instead (over "
+            "turnout_upstream).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "turnout_upstream" in updated:
@@ -89,12 +111,33 @@ class Forward:
                 self.upstream = parse_upstream(ctx.options.turnout_upstream)
             except ValueError as e:
                 raise exceptions.OptionsError(f"turnout_upstream: {e}") from None
+        if "turnout_upstreams" in updated:
+            from turnout.ledger.providers import PROVIDERS
+
+            try:
+                self.upstreams = parse_upstreams(list(ctx.options.turnout_upstreams), frozenset(PROVIDERS))
+            except ValueError as e:
+                raise exceptions.OptionsError(f"turnout_upstreams: {e}") from None
+        if updated & {"turnout_upstream", "turnout_upstreams"}:
+            self.services.upstream_urls = {
+                name: f"{u.scheme}://{u.host}:{u.port}{u.path_prefix}" for name, u in self.upstreams.items()
+            }
+            if self.upstream is not None:
+                u = self.upstream
+                self.services.upstream_urls[""] = f"{u.scheme}://{u.host}:{u.port}{u.path_prefix}"
+
+    def _upstream_of(self, provider: str) -> Upstream | None:
+        return self.upstreams.get(provider, self.upstream)
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """With `turnout_upstream` set, never dial a provider host itself: whatever path a flow took to get
         here (a bug, another addon), a call the run was promised would go to the upstream must not leave."""
-        up, address = self.upstream, data.server.address
-        if up is None or address is None or address[0].lower() not in self.services.provider_hosts:
+        address = data.server.address
+        if address is None or address[0].lower() not in self.services.provider_hosts:
+            return
+        provider = self.services.provider_hosts[address[0].lower()]
+        up = self._upstream_of(provider)
+        if up is None:
             return
         if (address[0], address[1]) != (up.host, up.port):
             log.error("turnout: refusing to connect to %s while turnout_upstream is %s", address[0], up.host)
@@ -118,8 +161,8 @@ class Forward:
             if llm.body_changed:
                 flow.request.content = json.dumps(llm.body, ensure_ascii=False, separators=(",", ":")).encode()
         frame(flow.request, None if llm.body_changed else llm.headers)
-        if self.upstream is not None:
-            up = self.upstream
+        up = self._upstream_of(llm.provider.name)
+        if up is not None:
             flow.request.path = upstream_path(up.path_prefix, flow.request.path)
             flow.request.scheme = up.scheme
             flow.request.host = up.host

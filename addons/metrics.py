@@ -12,6 +12,8 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from turnout.ledger.circuit import GAUGE as CIRCUIT_GAUGE
+
 from . import state
 from .services import Services
 
@@ -107,6 +109,13 @@ class MetricSet:
                 for verdict, n in list(services.shadow_counts.items()):
                     c.add_metric([verdict], float(n))
                 yield c
+                f = GaugeMetricFamily(
+                    "turnout_provider_circuit", "Failover circuit per provider: 0 closed, 1 half-open (probing), 2 open",
+                    labels=("provider",),
+                )  # fmt: skip
+                for provider, circuit in list(services.circuits.items()):
+                    f.add_metric([provider], float(CIRCUIT_GAUGE.get(circuit, 0)))
+                yield f
 
         self.registry.register(Quality())
         self.quality_watched = True

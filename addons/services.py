@@ -2,7 +2,8 @@
 each addon that needs it, the way `llm` passes its `db` — no addon looks another up.
 
 Who fills what: LedgerStore opens `writer` (`turnout_db`) and sets `durable`; Prices loads `prices`;
-Intercept parses `provider_hosts` (`turnout_hosts`); Record sets `draining` at shutdown; Shadow keeps
+Intercept parses `provider_hosts` (`turnout_hosts`); Forward `upstream_urls`; Failover `circuits`;
+Record sets `draining` at shutdown; Shadow keeps
 the measured `quality` per routing group and the groups it `reverted`, which Route reads. Who reads
 it: Intercept asks `refusal()`, Cache and Budget write through `writer`, Budget, Route and Record
 price with `prices`, Metrics watches the writer's health.
@@ -36,6 +37,10 @@ class Services:
     # All decided verdicts per group, (passed, decided): loaded from the ledger by Route for the evidence
     # policy, kept current by Shadow.
     evidence: dict[tuple[str, str, str, str], tuple[int, int]] = field(default_factory=dict)
+    # Forward's upstream redirects as base URLs, per provider ("" for the one that covers every provider):
+    # where failover sends a fallback target in a run with --upstream.
+    upstream_urls: dict[str, str] = field(default_factory=dict)
+    circuits: dict[str, str] = field(default_factory=dict)  # provider -> failover circuit state (Failover)
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

@@ -24,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, default=port, help=f"listen port (0 picks a free one; default {port})")
         sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
         sp.add_argument("--mode", choices=MODES, help="routing: observe (the default), route, off")
-        sp.add_argument("--upstream", help="send provider traffic to this OpenAI-compatible base URL")
+        sp.add_argument(
+            "--upstream",
+            action="append",
+            metavar="[PROVIDER=]URL",
+            help="send provider traffic to this base URL instead; PROVIDER=URL for one provider (repeatable)",
+        )
         sp.add_argument("--config", help="turnout's TOML config file")
         sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")
         sp.add_argument(

@@ -36,8 +36,12 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
     ]  # fmt: skip
     if args.mode:
         argv += ["--set", f"turnout_mode={args.mode}"]
-    if args.upstream:
-        argv += ["--set", f"turnout_upstream={args.upstream}"]
+    for value in args.upstream or ():
+        name, sep, url = value.partition("=")
+        if sep and "://" not in name:  # PROVIDER=URL (a bare URL may itself hold "=" in a path)
+            argv += ["--set", f"turnout_upstreams={value}"]
+        else:
+            argv += ["--set", f"turnout_upstream={value}"]
     if args.config:
         argv += ["--set", f"turnout_config={Path(args.config).expanduser().absolute()}"]
     if getattr(args, "record", None):

@@ -16,7 +16,15 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl
 
 CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "x-turnout-relay-token",
+    }  # the failover relay's per-process token
 )
 CREDENTIAL_PARAMS = frozenset({"key", "api-key", "api_key", "apikey", "access_token", "token", "sig", "signature"})
 REDACTED = "REDACTED"

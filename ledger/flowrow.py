@@ -148,7 +148,7 @@ def build_row(
         row.update(usage._asdict())
         row["total_tokens"] = usage.prompt_tokens + usage.completion_tokens
         priced_model = row.get("response_model") or llm.model
-        row["cost_usd"] = prices.cost(llm.provider.name, priced_model, usage)
+        row["cost_usd"] = prices.cost(llm.answered_by or llm.provider.name, priced_model, usage)
     if store_bodies:
         row["response_body"] = response_text
     row.update(llm.columns)

@@ -49,6 +49,7 @@ class LLMFlow:
     # -- decisions (the request addons, in chain order) --
     model: str | None = None  # what goes upstream (routing may change it)
     cheaper_model: str | None = None  # the next rung down the router considered (routed or kept)
+    answered_by: str | None = None  # the provider that answered when failover moved the call (priced there)
     body_changed: bool = False  # Forward re-serialises the body when an addon changed it
     usage_injected: bool = False  # we asked upstream for stream usage the client did not
     served_locally: bool = False  # answered by the proxy (cache, budget, breaker): never upstream

@@ -268,3 +268,13 @@ def m011_shadow_evals(db: sqlite_utils.Database) -> None:
     db["shadow_evals"].create_index(["flow_id"])
     db["shadow_evals"].create_index(["started_at"])
     db["flows"].create_index(["origin"])
+
+
+@migration
+def m012_failover(db: sqlite_utils.Database) -> None:
+    """Failover (issue 17): a call another provider answered keeps what was asked (`failover_from`,
+    provider:model), why it moved (`failover_reason`) and every target tried (`failover_tried`)."""
+    db["flows"].add_column("failover_from", str)
+    db["flows"].add_column("failover_reason", str)
+    db["flows"].add_column("failover_tried", str)
+    db["flows"].create_index(["failover_from"])

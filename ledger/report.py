@@ -37,6 +37,9 @@ GROUPS: dict[str, str] = {
     "task": "task",
     "day": "substr(started_at, 1, 10)",
     "hour": "substr(started_at, 1, 13) || ':00Z'",
+    # failed-over calls by the provider asked, the one that answered and why ("(none)": not failed over)
+    "failover": "CASE WHEN failover_from IS NULL THEN NULL ELSE substr(failover_from, 1, instr(failover_from, ':') - 1)"
+    " || ' → ' || provider || ' (' || coalesce(failover_reason, '?') || ')' END",
 }
 NONE_LABEL = "(none)"
 PERCENTILES = (50, 95, 99)

@@ -1,5 +1,6 @@
-"""A local OpenAI-compatible server for tests and benchmarks: chat (streamed or not, tools),
-responses, embeddings, legacy completions, and errors on demand.
+"""A local server for tests and benchmarks speaking OpenAI's (chat streamed or not, tools, responses,
+embeddings, legacy completions), Anthropic's Messages and Gemini's wire formats, with errors on demand
+(Gemini: model `error-NNN` in the path; header `x-test-retry-after` sets a 429's `retry-after`).
 
 Behaviour is chosen by the request, as a client would choose it:
 - model `error-429` / `error-500` / `error-400` answer that status with an OpenAI error body;
@@ -15,7 +16,8 @@ Behaviour is chosen by the request, as a client would choose it:
   the answer TEXT; `[[cheap-answer: TEXT]]` overrides it for the cheaper models (names with mini, nano,
   haiku, flash or lite). Likewise `[[tool: NAME {json args}]]` / `[[cheap-tool: …]]` (the tool call a
   request with `tools` gets), `[[cheap-finish: length]]` (its finish_reason) and `[[cheap-refuse]]` (a
-  refusal), `[[fingerprint: FP]]` (the answer's system_fingerprint). Requests whose system prompt is turnout's judge prompt are judged: the answer holding
+  refusal), `[[fingerprint: FP]]` (the answer's system_fingerprint), `[[die-after: N]]` (a stream closes its
+  socket after N events, unfinished). Requests whose system prompt is turnout's judge prompt are judged: the answer holding
   `#worse` loses, otherwise TIE; `#biased` in the request makes the judge always answer A.
 Every request received is kept in `server.requests` (method, path, headers, parsed body).
 
@@ -217,6 +219,9 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         self.server.log(self, body)
+        self.die_after = None
+        if isinstance(body, dict) and scripted(body, "die-after") is not None:
+            self.die_after = int(scripted(body, "die-after") or 0)
         if not isinstance(body, dict):
             self._send_json(
                 400,
@@ -258,7 +263,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(
                 status,
                 {"error": {"message": f"test upstream says {status}", "type": kind, "param": None, "code": kind}},
-                {"retry-after-ms": "10"} if status == 429 else None,
+                (
+                    {"retry-after-ms": "10"}
+                    | (
+                        {"retry-after": self.headers["x-test-retry-after"]}
+                        if self.headers.get("x-test-retry-after")
+                        else {}
+                    )
+                )
+                if status == 429
+                else None,
             )
             return
         try:
@@ -694,6 +708,11 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for i, data in enumerate(datas):
+                if getattr(self, "die_after", None) is not None and i >= self.die_after:
+                    self.close_connection = True  # cut mid-stream: no last chunk, the socket just closes
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
                 if delay and i in delayed:
                     time.sleep(delay)
                 head = f"event: {names[i]}\n" if names and i < len(names) else ""

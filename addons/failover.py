@@ -1,0 +1,150 @@
+"""Failover: a call under a `[[failover]]` rule goes through the relay (addons/relay.py), which tries
+its provider and then the rule's targets, translated; this addon hands the call over and reads back
+who answered.
+
+It runs right after Forward, so it sees the request exactly as it would leave (body, headers and any
+`--upstream` redirect), and points it at the relay instead, with where it was going. Calls turnout
+answers itself (cache hits, budget refusals) never reach it, and calls under no rule are untouched.
+On the answer's headers it records the provider and model that answered, the one asked for
+(`failover_from`), why, and every target tried; the row is priced at the answering model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from turnout.ledger.failover_config import FailoverConfig, parse_failover
+from turnout.ledger.providers import PROVIDERS
+from turnout.ledger.providers.gemini import COMPAT_ENDPOINTS
+
+from . import config, state
+from .guard import fail_closed
+from .relay import CALL, TOKEN, Relay
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+# endpoint -> the client's wire format, for the endpoints failover translates
+FORMATS = {
+    ("openai", "chat"): "openai",
+    ("anthropic", "messages"): "anthropic",
+    ("gemini", "chat"): "openai",  # Gemini's OpenAI-compatible endpoint
+    ("gemini", "generate"): "gemini",
+    ("gemini", "stream"): "gemini",
+    ("gemini", "stream_json"): "gemini",
+}
+
+
+class Failover:
+    def __init__(self, services: Services | None = None) -> None:
+        self.services = services or Services()
+        self.cfg = FailoverConfig()
+        self.relay: Relay | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "turnout_failover", bool, True, "Fail over across providers as the config's [[failover]] rules say."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"turnout_config", "turnout_failover", "turnout_upstream", "turnout_upstreams"}:
+            return
+        path = getattr(ctx.options, "turnout_config", "")
+        try:
+            data = config.load_config(path)
+            cfg = parse_failover(data.get("failover"), data.get("providers"), data.get("failover_circuit"),
+                                 frozenset(PROVIDERS))  # fmt: skip
+        except ValueError as e:
+            raise exceptions.OptionsError(f"turnout_config [[failover]]: {e}") from None
+        self.cfg = cfg if ctx.options.turnout_failover else FailoverConfig()
+        for rule in self.cfg.rules:
+            for t in rule.targets:
+                if not self.cfg.api_key(t.provider) and t.provider != rule.provider:
+                    log.warning("turnout: failover target %s has no key (set [providers.%s] api_key_env to an "
+                                "environment variable that holds one): it will be skipped", t, t.provider)  # fmt: skip
+        self._restart()
+
+    def _restart(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
+        if not self.cfg.rules:
+            return
+        ca = getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None)
+        verify: Any = False if getattr(ctx.options, "ssl_insecure", False) else (ca or True)
+        self.relay = Relay(self.cfg, self._base_url, verify=verify, on_transition=self._transition)
+        self.relay.start()
+        self.services.circuits = {name: "closed" for name in PROVIDERS}
+
+    def _base_url(self, provider: str) -> str:
+        urls = self.services.upstream_urls
+        return urls.get(provider) or urls.get("") or f"https://{PROVIDERS[provider].hosts[0]}"
+
+    def _transition(self, provider: str, new: str) -> None:
+        """A circuit changed state (on the relay's thread): console, events row, gauge."""
+        self.services.circuits[provider] = new
+        message = {
+            "open": f"{provider} is failing: its calls go to their failover targets until a probe succeeds",
+            "half_open": f"probing {provider}",
+            "closed": f"{provider} answers again: its calls go to it",
+        }[new]
+        (log.warning if new == "open" else log.info)("turnout: failover: %s", message)
+        self.services.event("circuit_" + new, None, message, {"provider": provider})
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        relay = self.relay
+        if relay is None or not relay.running or flow.response or flow.error:
+            return
+        llm = state.get(flow)
+        if llm is None or llm.served_locally or llm.endpoint is None or not isinstance(llm.body, dict):
+            return
+        fmt = FORMATS.get((llm.provider.name, llm.endpoint))
+        if fmt is None or self.cfg.rule_for(llm.provider.name, llm.model) is None:
+            return
+        req = flow.request
+        call = {
+            "provider": llm.provider.name,
+            "model": llm.model or "",
+            "fmt": fmt,
+            "stream": llm.stream,
+            "json_array": llm.endpoint == "stream_json",
+            "include_usage": bool((llm.body.get("stream_options") or {}).get("include_usage")),
+            "target": f"{req.scheme}://{req.host}:{req.port}",
+        }
+        if llm.provider.name == "gemini" and llm.endpoint not in COMPAT_ENDPOINTS:
+            call["include_usage"] = True
+        req.headers[TOKEN] = relay.token
+        req.headers[CALL] = json.dumps(call)
+        req.scheme, req.host, req.port = "http", "127.0.0.1", relay.port
+        llm.columns["failover_tried"] = None
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        llm = state.get(flow)
+        if llm is None or flow.response is None or "failover_tried" not in llm.columns:
+            return
+        headers = flow.response.headers
+        tried = headers.get("x-turnout-failover-tried") or None
+        answered = headers.get("x-turnout-failover")
+        llm.columns["failover_tried"] = tried
+        if answered:
+            provider, _, model = answered.partition(":")
+            llm.answered_by = provider
+            llm.model = model
+            llm.columns.update(
+                provider=provider,
+                model=model,
+                failover_from=headers.get("x-turnout-failover-from"),
+                failover_reason=headers.get("x-turnout-failover-reason") or None,
+            )
+        flow.request.headers.pop(TOKEN, None)  # what mitmweb keeps of the request
+        flow.request.headers.pop(CALL, None)
+
+    def done(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None

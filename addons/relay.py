@@ -1,0 +1,458 @@
+"""The failover relay: an in-process HTTP hop that tries the provider, then the next target, translated.
+
+mitmproxy sends a request upstream on the client connection's own server connection and cannot
+stream an answer an addon made itself, so "try another provider, translate its stream back" cannot
+happen inside a hook. A call under a `[[failover]]` rule is therefore sent to this relay instead
+(loopback, its own thread, event loop and pooled aiohttp client); mitmproxy streams whatever the
+relay answers as it would the provider's, so the tee, the ledger and mitmweb see it as usual.
+
+For each call the relay sends the request to its provider as it came (bytes, headers, errors and
+bodies untouched). If that fails before any content (`on`: a 5xx, a 429, no connection, no headers
+within `first_byte_timeout`, or a stream that opens and fails before its first content event —
+its opening events are held until then), the request is translated from the original into the
+next target's format (ledger/translate.py) and sent there with that provider's key from the
+environment; the answer, streamed or not, is translated back into the client's format event by
+event (ledger/translate_stream.py). Once content has gone to the client there is no failover: a
+fallback that fails mid-stream ends the client's stream with its format's error event. When every
+target fails, or none can take the request faithfully, the client gets the original error unchanged.
+Per-provider circuits (ledger/circuit.py) skip a provider that keeps failing.
+
+Only requests carrying this process's random token are relayed: another local program cannot use
+the relay to spend turnout's fallback keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from turnout.ledger.circuit import Circuit
+from turnout.ledger.failover_config import FailoverConfig, FailoverRule, Target
+from turnout.ledger.providers import PROVIDERS
+from turnout.ledger.sse import SSEParser
+from turnout.ledger.translate import (
+    Untranslatable,
+    answer_from_hub,
+    answer_to_hub,
+    gemini_path,
+    request_from_hub,
+    request_to_hub,
+)
+from turnout.ledger.translate_stream import HubToClient, TargetToHub, is_content
+
+log = logging.getLogger(__name__)
+
+TOKEN = "x-turnout-relay-token"
+CALL = "x-turnout-relay-call"
+_HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                  "proxy-connection", "content-length"})  # fmt: skip
+_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the Failover addon tells the relay about a call (header `x-turnout-relay-call`)."""
+
+    provider: str
+    model: str
+    fmt: str  # the client's wire format: openai | anthropic | gemini
+    stream: bool
+    json_array: bool  # Gemini's stream without alt=sse
+    include_usage: bool  # the request (as sent) asks for usage in an OpenAI stream
+    target: str  # where the request would have gone: scheme://host:port
+
+
+@dataclass
+class Attempt:
+    target: Target
+    reason: str  # why it did not answer: 503, 429, connect, timeout, untranslatable: …, no credentials …
+    status: int | None = None
+    headers: list[tuple[str, str]] | None = None
+    body: bytes = b""
+
+
+class Relay:
+    def __init__(
+        self,
+        cfg: FailoverConfig,
+        base_url: Callable[[str], str],
+        *,
+        verify: Any = True,
+        on_transition: Callable[[str, str], None] = lambda provider, state: None,
+    ) -> None:
+        self.cfg = cfg
+        self.base_url = base_url
+        self.verify = verify
+        self.on_transition = on_transition
+        self.token = secrets.token_hex(16)
+        self.port = 0
+        self.circuits = {name: Circuit(cfg.circuit) for name in PROVIDERS}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        ready = threading.Event()
+        tls: ssl.SSLContext | bool = False if self.verify is False else ssl.create_default_context(
+            cafile=self.verify if isinstance(self.verify, str) else None
+        )  # fmt: skip
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._serve(tls))
+            except Exception:  # noqa: BLE001 - reported; calls then go to their provider directly
+                log.exception("turnout: the failover relay could not start; failover is off")
+                ready.set()
+                return
+            self._loop = loop
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="turnout-failover", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    async def _serve(self, tls: ssl.SSLContext | bool) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=256, keepalive_timeout=60),
+            auto_decompress=False,  # bodies pass through byte for byte
+            trust_env=False,
+        )
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and self.port > 0
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    # -- one call --------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not secrets.compare_digest(request.headers.get(TOKEN, ""), self.token):
+            return web.Response(status=403, text="not a turnout relay request")
+        call = Call(**json.loads(request.headers[CALL]))
+        body = await request.read()
+        headers = [
+            (k, v)
+            for k, v in request.headers.items()
+            if k.lower() not in _HOP and not k.lower().startswith("x-turnout-relay")
+        ]
+        primary = Target(call.provider, call.model)
+        rule = self.cfg.rule_for(call.provider, call.model)
+        order = [primary, *(rule.targets if rule else ())]
+        allowed = [t for t in order if self.circuits[t.provider].allow()]
+        attempts = [Attempt(t, "circuit open") for t in order if t not in allowed]
+        if primary not in allowed:  # its circuit is open: straight to the healthy targets, the provider last
+            allowed.append(primary)
+        for target in allowed:
+            if target == primary:
+                url = call.target + request.path_qs
+                answer = await self._try_primary(request, call, url, headers, body, rule, attempts)
+            else:
+                answer = await self._try_fallback(request, call, target, body, rule, attempts)
+            if answer is not None:
+                return answer
+        return self._original_error(call, attempts)
+
+    def _failed(self, target: Target, attempt: Attempt, retry_after: float | None = None) -> None:
+        changed = self.circuits[target.provider].failure(retry_after)
+        if changed:
+            self.on_transition(target.provider, changed)
+
+    def _succeeded(self, target: Target) -> None:
+        changed = self.circuits[target.provider].success()
+        if changed:
+            self.on_transition(target.provider, changed)
+
+    async def _send(
+        self, url: str, headers: list[tuple[str, str]] | dict[str, str], data: bytes, timeout: float
+    ) -> aiohttp.ClientResponse | str:
+        """The response once its headers are in, or why there is none ("connect" / "timeout")."""
+        assert self._session is not None
+        try:
+            return await asyncio.wait_for(
+                self._session.post(url, headers=headers, data=data, allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout)),
+                timeout,
+            )  # fmt: skip
+        except TimeoutError:
+            return "timeout"
+        except (aiohttp.ClientError, OSError) as e:
+            return "timeout" if isinstance(e, aiohttp.ServerTimeoutError) else "connect"
+
+    @staticmethod
+    def _failure(status: int) -> str | None:
+        return "5xx" if status >= 500 else "429" if status == 429 else None
+
+    async def _try_primary(
+        self,
+        request: web.Request,
+        call: Call,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        rule: FailoverRule | None,
+        attempts: list[Attempt],
+    ) -> web.StreamResponse | None:
+        target = Target(call.provider, call.model)
+        timeout = rule.first_byte_timeout if rule else 600.0
+        resp = await self._send(url, headers, body, timeout)
+        if isinstance(resp, str):
+            attempts.append(Attempt(target, resp))
+            self._failed(target, attempts[-1])
+            return None if rule is not None and resp in rule.on else self._original_error(call, attempts)
+        kind = self._failure(resp.status)
+        if kind is not None and rule is not None and kind in rule.on:
+            data = await resp.read()
+            attempts.append(Attempt(target, str(resp.status), resp.status, list(resp.headers.items()), data))
+            self._failed(target, attempts[-1], _retry_after(resp) if resp.status == 429 else None)
+            resp.release()
+            return None
+        held: list[bytes] = []
+        ctype = resp.headers.get("content-type", "")
+        if (
+            resp.status == 200
+            and ctype.startswith("text/event-stream")
+            and resp.headers.get("content-encoding", "identity") == "identity"
+        ):
+            # hold the stream's opening events until its first content: a stream that fails before it may fail over
+            parser, hub = SSEParser(), TargetToHub(call.fmt, call.model)
+            try:
+                async for data in resp.content.iter_any():
+                    held.append(data)
+                    chunks = [c for ev in parser.feed(data) for c in hub.feed(ev)]
+                    if any(is_content(c) for c in chunks) or (hub.done and not hub.error):
+                        break
+                    if hub.error:
+                        raise ValueError(hub.error)
+                else:
+                    raise ValueError("the stream ended before any content")
+            except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
+                attempts.append(Attempt(target, f"stream failed before content ({e})"[:200]))
+                self._failed(target, attempts[-1])
+                resp.release()
+                if rule is not None:
+                    return None
+                return self._original_error(call, attempts)
+        self._succeeded(target)
+        if not held and resp.headers.get("content-length") and not ctype.startswith("text/event-stream"):
+            # a whole answer of known length: one read, one write
+            whole = web.Response(status=resp.status, reason=resp.reason, body=await resp.read())
+            for k, v in resp.headers.items():
+                if k.lower() not in _HOP:
+                    whole.headers.add(k, v)
+            if attempts:
+                whole.headers["x-turnout-failover-tried"] = _tried(attempts)
+            resp.release()
+            return whole
+        out = web.StreamResponse(status=resp.status, reason=resp.reason)
+        for k, v in resp.headers.items():
+            if k.lower() not in _HOP:
+                out.headers.add(k, v)
+        if resp.headers.get("content-length") and not held:
+            out.content_length = int(resp.headers["content-length"])
+        if attempts:
+            out.headers["x-turnout-failover-tried"] = _tried(attempts)
+        await out.prepare(request)
+        try:
+            for data in held:
+                await out.write(data)
+            async for data in resp.content.iter_any():
+                await out.write(data)
+            await out.write_eof()
+        except (aiohttp.ClientError, OSError, ConnectionError) as e:
+            log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
+            if request.transport is not None:  # end the client's copy cut too, never as if complete
+                request.transport.close()
+        finally:
+            resp.release()
+        return out
+
+    async def _try_fallback(
+        self,
+        request: web.Request,
+        call: Call,
+        target: Target,
+        body: bytes,
+        rule: FailoverRule | None,
+        attempts: list[Attempt],
+    ) -> web.StreamResponse | None:
+        assert rule is not None
+        key = self.cfg.api_key(target.provider)
+        if not key:
+            attempts.append(Attempt(target, f"no credentials (set providers.{target.provider}.api_key_env)"))
+            return None
+        try:
+            hub = request_to_hub(call.fmt, json.loads(body), model=call.model, stream=call.stream)
+            sent = request_from_hub(target.provider, hub, target.model)
+        except (Untranslatable, ValueError, TypeError, KeyError, AttributeError) as e:
+            attempts.append(Attempt(target, f"untranslatable: {e}"[:200]))
+            return None
+        url, headers = self._fallback_request(target, key, call.stream)
+        resp = await self._send(url, headers, json.dumps(sent, ensure_ascii=False).encode(), rule.first_byte_timeout)
+        if isinstance(resp, str):
+            attempts.append(Attempt(target, resp))
+            self._failed(target, attempts[-1])
+            return None
+        if resp.status >= 400:
+            await resp.read()
+            attempts.append(Attempt(target, str(resp.status)))
+            if self._failure(resp.status):
+                self._failed(target, attempts[-1], _retry_after(resp) if resp.status == 429 else None)
+            resp.release()
+            return None
+        info = {
+            "x-turnout-failover": str(target),
+            "x-turnout-failover-from": f"{call.provider}:{call.model}",
+            "x-turnout-failover-reason": attempts[0].reason if attempts else "",
+            "x-turnout-failover-tried": _tried(attempts),
+        }
+        try:
+            if not call.stream:
+                answer = json.loads(await resp.read())
+                translated = answer_from_hub(call.fmt, answer_to_hub(target.provider, answer, target.model))
+                self._succeeded(target)
+                return web.json_response(translated, headers=info, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+            return await self._stream_fallback(request, call, target, resp, info, attempts)
+        except (aiohttp.ClientError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            attempts.append(Attempt(target, f"answer unreadable ({type(e).__name__}: {e})"[:200]))
+            self._failed(target, attempts[-1])
+            return None
+        finally:
+            resp.release()
+
+    async def _stream_fallback(
+        self,
+        request: web.Request,
+        call: Call,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        info: dict[str, str],
+        attempts: list[Attempt],
+    ) -> web.StreamResponse | None:
+        parser, hub = SSEParser(), TargetToHub(target.provider, target.model)
+        client = HubToClient(call.fmt, include_usage=call.include_usage, json_array=call.json_array)
+        held: list[bytes] = []
+        out: web.StreamResponse | None = None
+        try:
+            async for data in resp.content.iter_any():
+                for ev in parser.feed(data):
+                    for chunk in hub.feed(ev):
+                        piece = client.feed(chunk)
+                        if out is None:
+                            held.append(piece)
+                            if is_content(chunk):
+                                out = web.StreamResponse(status=200)
+                                ctype = "application/json" if call.json_array else "text/event-stream; charset=utf-8"
+                                out.headers.update({"content-type": ctype, "cache-control": "no-cache", **info})
+                                await out.prepare(request)
+                                await out.write(b"".join(held))
+                        elif piece:
+                            await out.write(piece)
+                    if hub.error:
+                        raise ValueError(hub.error)
+                if hub.done:
+                    break
+        except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
+            if out is None:
+                attempts.append(Attempt(target, f"stream failed before content ({e})"[:200]))
+                self._failed(target, attempts[-1])
+                return None
+            await out.write(client.fail(f"turnout: the fallback {target} failed mid-stream: {e}"[:300]))
+            await out.write_eof()
+            self._failed(target, Attempt(target, "mid-stream"))
+            return out
+        if out is None:
+            attempts.append(Attempt(target, "stream ended before content"))
+            self._failed(target, attempts[-1])
+            return None
+        if not hub.done:
+            await out.write(client.fail(f"turnout: the fallback {target}'s stream was cut"))
+        else:
+            usage = hub.usage_chunk()
+            if usage is not None:
+                client.feed(usage)
+            await out.write(client.end())
+            self._succeeded(target)
+        await out.write_eof()
+        return out
+
+    def _fallback_request(self, target: Target, key: str, stream: bool) -> tuple[str, dict[str, str]]:
+        base = self.base_url(target.provider).rstrip("/")
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        if target.provider == "openai":
+            headers["authorization"] = f"Bearer {key}"
+        elif target.provider == "anthropic":
+            headers.update({"x-api-key": key, "anthropic-version": "2023-06-01"})
+        else:
+            headers["x-goog-api-key"] = key
+        path = gemini_path(target.model, stream) if target.provider == "gemini" else _PATHS[target.provider]
+        if base.endswith("/v1") and path.startswith("/v1/"):
+            path = path[3:]
+        return base + path, headers
+
+    def _original_error(self, call: Call, attempts: list[Attempt]) -> web.Response:
+        """The provider's own error, unchanged (or, when it gave none, a gateway error in its format)."""
+        first = next((a for a in attempts if a.target.provider == call.provider and a.status is not None), None)
+        tried = _tried(attempts)
+        if first is not None:
+            out = web.Response(status=first.status or 502, body=first.body)
+            for k, v in first.headers or ():
+                if k.lower() not in _HOP:
+                    out.headers.add(k, v)
+            out.headers["x-turnout-failover-tried"] = tried
+            return out
+        reason = attempts[0].reason if attempts else "no target"
+        status = 504 if reason == "timeout" else 502
+        provider = PROVIDERS[call.provider]
+        message = f"turnout: {call.provider} did not answer ({reason}); tried {tried}"
+        body = provider.error_body(status=status, message=message, type="api_error", code="upstream_unreachable")
+        return web.json_response(body, status=status, headers={"x-turnout-failover-tried": tried,
+                                                               "x-should-retry": "true"})  # fmt: skip
+
+
+def _tried(attempts: list[Attempt]) -> str:
+    return "; ".join(f"{a.target}={a.reason}" for a in attempts)[:1000]
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    value = resp.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
