@@ -19,7 +19,6 @@ from mitmproxy import ctx, exceptions, http
 
 from turnout.ledger.failover_config import FailoverConfig, parse_failover
 from turnout.ledger.providers import PROVIDERS
-from turnout.ledger.providers.gemini import COMPAT_ENDPOINTS
 
 from . import config, state
 from .guard import fail_closed
@@ -116,7 +115,7 @@ class Failover:
             "include_usage": bool((llm.body.get("stream_options") or {}).get("include_usage")),
             "target": f"{req.scheme}://{req.host}:{req.port}",
         }
-        if llm.provider.name == "gemini" and llm.endpoint not in COMPAT_ENDPOINTS:
+        if llm.provider.name == "gemini":  # its streams carry usage whether asked or not: so do the translated ones
             call["include_usage"] = True
         req.headers[TOKEN] = relay.token
         req.headers[CALL] = json.dumps(call)
@@ -142,6 +141,10 @@ class Failover:
                 failover_reason=headers.get("x-turnout-failover-reason") or None,
             )
         flow.request.headers.pop(TOKEN, None)  # what mitmweb keeps of the request
+        flow.request.headers.pop(CALL, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers.pop(TOKEN, None)  # a flow that failed keeps no relay token in mitmweb or a dump
         flow.request.headers.pop(CALL, None)
 
     def done(self) -> None:

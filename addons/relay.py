@@ -7,9 +7,10 @@ happen inside a hook. A call under a `[[failover]]` rule is therefore sent to th
 relay answers as it would the provider's, so the tee, the ledger and mitmweb see it as usual.
 
 For each call the relay sends the request to its provider as it came (bytes, headers, errors and
-bodies untouched). If that fails before any content (`on`: a 5xx, a 429, no connection, no headers
-within `first_byte_timeout`, or a stream that opens and fails before its first content event —
-its opening events are held until then), the request is translated from the original into the
+bodies untouched). If that fails before any content (`on`: a 5xx, a 429, no connection, a timeout —
+a stream's headers and first content within `first_byte_timeout`, a whole answer's headers within
+`timeout` — or a stream that opens and fails before its first content event, whose opening events
+are held until then), the request is translated from the original into the
 next target's format (ledger/translate.py) and sent there with that provider's key from the
 environment; the answer, streamed or not, is translated back into the client's format event by
 event (ledger/translate_stream.py). Once content has gone to the client there is no failover: a
@@ -24,11 +25,13 @@ the relay to spend turnout's fallback keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +60,7 @@ CALL = "x-turnout-relay-call"
 _HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                   "proxy-connection", "content-length"})  # fmt: skip
 _PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+STALL_TIMEOUT = 300.0  # seconds without a byte from a provider mid-answer: the relay gives up on it
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Relay:
         self.token = secrets.token_hex(16)
         self.port = 0
         self.circuits = {name: Circuit(cfg.circuit) for name in PROVIDERS}
+        self._limited: dict[tuple[str, str], float] = {}  # (provider, credential fingerprint) -> retry-after end
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -137,7 +142,8 @@ class Relay:
         )
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # handler_cancellation: a client that leaves (mitmproxy dropped the flow) stops its handler and upstream call
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -174,22 +180,58 @@ class Relay:
         ]
         primary = Target(call.provider, call.model)
         rule = self.cfg.rule_for(call.provider, call.model)
-        order = [primary, *(rule.targets if rule else ())]
-        allowed = [t for t in order if self.circuits[t.provider].allow()]
-        attempts = [Attempt(t, "circuit open") for t in order if t not in allowed]
-        if primary not in allowed:  # its circuit is open: straight to the healthy targets, the provider last
-            allowed.append(primary)
-        for target in allowed:
-            if target == primary:
-                url = call.target + request.path_qs
-                answer = await self._try_primary(request, call, url, headers, body, rule, attempts)
-            else:
-                answer = await self._try_fallback(request, call, target, body, rule, attempts)
+        assert rule is not None  # Failover hands over only calls under a rule
+        tenant = _tenant(headers)
+        attempts: list[Attempt] = []
+        skipped_primary = False
+        for target in (primary, *rule.targets):
+            # a target's circuit is asked only when its turn comes: a probe is spent on a real try
+            if target == primary and self._limited.get((call.provider, tenant), 0.0) > time.monotonic():
+                attempts.append(Attempt(target, "rate limited (retry-after)"))
+                skipped_primary = True
+                continue
+            if not self._allow(target.provider):
+                attempts.append(Attempt(target, "circuit open"))
+                skipped_primary = skipped_primary or target == primary
+                continue
+            answer = await self._try(request, call, target, primary, headers, body, rule, attempts, tenant)
+            if answer is not None:
+                return answer
+        if skipped_primary:  # every target failed too: the provider itself, whatever its circuit says
+            answer = await self._try(request, call, primary, primary, headers, body, rule, attempts, tenant)
             if answer is not None:
                 return answer
         return self._original_error(call, attempts)
 
-    def _failed(self, target: Target, attempt: Attempt, retry_after: float | None = None) -> None:
+    async def _try(
+        self,
+        request: web.Request,
+        call: Call,
+        target: Target,
+        primary: Target,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        rule: FailoverRule,
+        attempts: list[Attempt],
+        tenant: str,
+    ) -> web.StreamResponse | None:
+        try:
+            if target == primary:
+                url = call.target + request.path_qs
+                return await self._try_primary(request, call, url, headers, body, rule, attempts, tenant)
+            return await self._try_fallback(request, call, target, body, rule, attempts)
+        except _ClientGone as gone:
+            return gone.response  # the client left: nothing more is sent anywhere
+
+    def _allow(self, provider: str) -> bool:
+        circuit = self.circuits[provider]
+        before = circuit.state
+        ok = circuit.allow()
+        if circuit.state != before:  # open past its cooldown: this call is the probe
+            self.on_transition(provider, circuit.state)
+        return ok
+
+    def _failed(self, target: Target, retry_after: float | None = None) -> None:
         changed = self.circuits[target.provider].failure(retry_after)
         if changed:
             self.on_transition(target.provider, changed)
@@ -199,6 +241,11 @@ class Relay:
         if changed:
             self.on_transition(target.provider, changed)
 
+    def _timeout(self, call: Call, rule: FailoverRule) -> float:
+        """How long to wait for response headers: a stream's come at once; a whole answer's only once it
+        is written, so a non-streamed call gets `rule.timeout` (long), never the first-byte deadline."""
+        return rule.first_byte_timeout if call.stream else rule.timeout
+
     async def _send(
         self, url: str, headers: list[tuple[str, str]] | dict[str, str], data: bytes, timeout: float
     ) -> aiohttp.ClientResponse | str:
@@ -207,7 +254,8 @@ class Relay:
         try:
             return await asyncio.wait_for(
                 self._session.post(url, headers=headers, data=data, allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout)),
+                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout,
+                                                                 sock_read=STALL_TIMEOUT)),
                 timeout,
             )  # fmt: skip
         except TimeoutError:
@@ -226,82 +274,84 @@ class Relay:
         url: str,
         headers: list[tuple[str, str]],
         body: bytes,
-        rule: FailoverRule | None,
+        rule: FailoverRule,
         attempts: list[Attempt],
+        tenant: str,
     ) -> web.StreamResponse | None:
         target = Target(call.provider, call.model)
-        timeout = rule.first_byte_timeout if rule else 600.0
-        resp = await self._send(url, headers, body, timeout)
+        resp = await self._send(url, headers, body, self._timeout(call, rule))
         if isinstance(resp, str):
             attempts.append(Attempt(target, resp))
-            self._failed(target, attempts[-1])
-            return None if rule is not None and resp in rule.on else self._original_error(call, attempts)
-        kind = self._failure(resp.status)
-        if kind is not None and rule is not None and kind in rule.on:
-            data = await resp.read()
-            attempts.append(Attempt(target, str(resp.status), resp.status, list(resp.headers.items()), data))
-            self._failed(target, attempts[-1], _retry_after(resp) if resp.status == 429 else None)
-            resp.release()
-            return None
-        held: list[bytes] = []
-        ctype = resp.headers.get("content-type", "")
-        if (
-            resp.status == 200
-            and ctype.startswith("text/event-stream")
-            and resp.headers.get("content-encoding", "identity") == "identity"
-        ):
-            # hold the stream's opening events until its first content: a stream that fails before it may fail over
-            parser, hub = SSEParser(), TargetToHub(call.fmt, call.model)
+            self._failed(target)
+            return None if resp in rule.on else self._original_error(call, attempts)
+        try:
+            kind = self._failure(resp.status)
+            if kind is not None and kind in rule.on:
+                data = await resp.read()
+                attempts.append(Attempt(target, str(resp.status), resp.status, list(resp.headers.items()), data))
+                retry_after = _retry_after(resp) if resp.status == 429 else None
+                if retry_after is not None:  # one key's rate limit: that key waits, the provider's circuit counts it
+                    self._limited[(call.provider, tenant)] = time.monotonic() + retry_after
+                self._failed(target)
+                return None
+            ctype = resp.headers.get("content-type", "")
+            held: list[bytes] = []
+            if (
+                resp.status == 200
+                and ctype.startswith("text/event-stream")
+                and resp.headers.get("content-encoding", "identity") == "identity"
+            ):
+                # hold the stream's opening events until its first content: one that fails before it may fail over
+                try:
+                    async with asyncio.timeout(rule.first_byte_timeout):
+                        await self._hold(resp, call, held)
+                except Exception as e:  # noqa: BLE001 - a cut, a stall, an error event, an odd chunk: not answered
+                    reason = "timeout" if isinstance(e, TimeoutError) else f"stream failed before content ({e})"
+                    attempts.append(Attempt(target, reason[:200]))
+                    self._failed(target)
+                    return None
+            self._succeeded(target)
+            if not held and resp.headers.get("content-length") and not ctype.startswith("text/event-stream"):
+                # a whole answer of known length: one read, one write
+                whole = web.Response(status=resp.status, reason=resp.reason, body=await resp.read())
+                _copy_headers(resp, whole)
+                if attempts:
+                    whole.headers["x-turnout-failover-tried"] = _tried(attempts)
+                return whole
+            out = web.StreamResponse(status=resp.status, reason=resp.reason)
+            _copy_headers(resp, out)
+            if resp.headers.get("content-length") and not held:
+                out.content_length = int(resp.headers["content-length"])
+            if attempts:
+                out.headers["x-turnout-failover-tried"] = _tried(attempts)
+            await out.prepare(request)
+            for data in held:
+                await _write(out, data)
             try:
                 async for data in resp.content.iter_any():
-                    held.append(data)
-                    chunks = [c for ev in parser.feed(data) for c in hub.feed(ev)]
-                    if any(is_content(c) for c in chunks) or (hub.done and not hub.error):
-                        break
-                    if hub.error:
-                        raise ValueError(hub.error)
-                else:
-                    raise ValueError("the stream ended before any content")
-            except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
-                attempts.append(Attempt(target, f"stream failed before content ({e})"[:200]))
-                self._failed(target, attempts[-1])
-                resp.release()
-                if rule is not None:
-                    return None
-                return self._original_error(call, attempts)
-        self._succeeded(target)
-        if not held and resp.headers.get("content-length") and not ctype.startswith("text/event-stream"):
-            # a whole answer of known length: one read, one write
-            whole = web.Response(status=resp.status, reason=resp.reason, body=await resp.read())
-            for k, v in resp.headers.items():
-                if k.lower() not in _HOP:
-                    whole.headers.add(k, v)
-            if attempts:
-                whole.headers["x-turnout-failover-tried"] = _tried(attempts)
-            resp.release()
-            return whole
-        out = web.StreamResponse(status=resp.status, reason=resp.reason)
-        for k, v in resp.headers.items():
-            if k.lower() not in _HOP:
-                out.headers.add(k, v)
-        if resp.headers.get("content-length") and not held:
-            out.content_length = int(resp.headers["content-length"])
-        if attempts:
-            out.headers["x-turnout-failover-tried"] = _tried(attempts)
-        await out.prepare(request)
-        try:
-            for data in held:
-                await out.write(data)
-            async for data in resp.content.iter_any():
-                await out.write(data)
+                    await _write(out, data)
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
+                if request.transport is not None:  # end the client's copy cut too, never as if complete
+                    request.transport.close()
+                return out
             await out.write_eof()
-        except (aiohttp.ClientError, OSError, ConnectionError) as e:
-            log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
-            if request.transport is not None:  # end the client's copy cut too, never as if complete
-                request.transport.close()
+            return out
         finally:
             resp.release()
-        return out
+
+    @staticmethod
+    async def _hold(resp: aiohttp.ClientResponse, call: Call, held: list[bytes]) -> None:
+        parser, hub = SSEParser(), TargetToHub(call.fmt, call.model)
+        async for data in resp.content.iter_any():
+            held.append(data)
+            for ev in parser.feed(data):
+                hub.feed(ev)
+            if hub.error:
+                raise ValueError(hub.error)
+            if hub.saw_content or hub.done:
+                return
+        raise ValueError("the stream ended before any content")
 
     async def _try_fallback(
         self,
@@ -309,10 +359,9 @@ class Relay:
         call: Call,
         target: Target,
         body: bytes,
-        rule: FailoverRule | None,
+        rule: FailoverRule,
         attempts: list[Attempt],
     ) -> web.StreamResponse | None:
-        assert rule is not None
         key = self.cfg.api_key(target.provider)
         if not key:
             attempts.append(Attempt(target, f"no credentials (set providers.{target.provider}.api_key_env)"))
@@ -324,35 +373,44 @@ class Relay:
             attempts.append(Attempt(target, f"untranslatable: {e}"[:200]))
             return None
         url, headers = self._fallback_request(target, key, call.stream)
-        resp = await self._send(url, headers, json.dumps(sent, ensure_ascii=False).encode(), rule.first_byte_timeout)
+        data = json.dumps(sent, ensure_ascii=False).encode()
+        resp = await self._send(url, headers, data, self._timeout(call, rule))
         if isinstance(resp, str):
             attempts.append(Attempt(target, resp))
-            self._failed(target, attempts[-1])
+            self._failed(target)
             return None
-        if resp.status >= 400:
-            await resp.read()
-            attempts.append(Attempt(target, str(resp.status)))
-            if self._failure(resp.status):
-                self._failed(target, attempts[-1], _retry_after(resp) if resp.status == 429 else None)
-            resp.release()
-            return None
-        info = {
-            "x-turnout-failover": str(target),
-            "x-turnout-failover-from": f"{call.provider}:{call.model}",
-            "x-turnout-failover-reason": attempts[0].reason if attempts else "",
-            "x-turnout-failover-tried": _tried(attempts),
-        }
         try:
+            if resp.status >= 400:
+                await resp.read()
+                attempts.append(Attempt(target, str(resp.status)))
+                if self._failure(resp.status):
+                    self._failed(target)
+                return None
+            info = {
+                "x-turnout-failover": str(target),
+                "x-turnout-failover-from": f"{call.provider}:{call.model}",
+                "x-turnout-failover-reason": attempts[0].reason if attempts else "",
+                "x-turnout-failover-tried": _tried(attempts),
+            }
             if not call.stream:
-                answer = json.loads(await resp.read())
-                translated = answer_from_hub(call.fmt, answer_to_hub(target.provider, answer, target.model))
+                try:
+                    answer = json.loads(await resp.read())
+                    translated = answer_from_hub(call.fmt, answer_to_hub(target.provider, answer, target.model))
+                except (
+                    aiohttp.ClientError,
+                    OSError,
+                    TimeoutError,
+                    ValueError,
+                    TypeError,
+                    KeyError,
+                    AttributeError,
+                ) as e:
+                    attempts.append(Attempt(target, f"answer unreadable ({type(e).__name__}: {e})"[:200]))
+                    self._failed(target)
+                    return None
                 self._succeeded(target)
                 return web.json_response(translated, headers=info, dumps=lambda o: json.dumps(o, ensure_ascii=False))
             return await self._stream_fallback(request, call, target, resp, info, attempts)
-        except (aiohttp.ClientError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-            attempts.append(Attempt(target, f"answer unreadable ({type(e).__name__}: {e})"[:200]))
-            self._failed(target, attempts[-1])
-            return None
         finally:
             resp.release()
 
@@ -381,33 +439,36 @@ class Relay:
                                 ctype = "application/json" if call.json_array else "text/event-stream; charset=utf-8"
                                 out.headers.update({"content-type": ctype, "cache-control": "no-cache", **info})
                                 await out.prepare(request)
-                                await out.write(b"".join(held))
+                                await _write(out, b"".join(held))
                         elif piece:
-                            await out.write(piece)
-                    if hub.error:
-                        raise ValueError(hub.error)
+                            await _write(out, piece)
+                    if hub.error or hub.unsupported:
+                        raise ValueError(hub.error or hub.unsupported)
                 if hub.done:
                     break
-        except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
+        except _ClientGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - the fallback's stream broke (a cut, an odd event)
             if out is None:
                 attempts.append(Attempt(target, f"stream failed before content ({e})"[:200]))
-                self._failed(target, attempts[-1])
+                self._failed(target)
                 return None
-            await out.write(client.fail(f"turnout: the fallback {target} failed mid-stream: {e}"[:300]))
-            await out.write_eof()
-            self._failed(target, Attempt(target, "mid-stream"))
+            self._failed(target)
+            with contextlib.suppress(_ClientGone):
+                await _write(out, client.fail(f"turnout: the fallback {target} failed mid-stream: {e}"[:300]))
+                await out.write_eof()
             return out
         if out is None:
             attempts.append(Attempt(target, "stream ended before content"))
-            self._failed(target, attempts[-1])
+            self._failed(target)
             return None
         if not hub.done:
-            await out.write(client.fail(f"turnout: the fallback {target}'s stream was cut"))
+            await _write(out, client.fail(f"turnout: the fallback {target}'s stream was cut"))
         else:
             usage = hub.usage_chunk()
             if usage is not None:
                 client.feed(usage)
-            await out.write(client.end())
+            await _write(out, client.end())
             self._succeeded(target)
         await out.write_eof()
         return out
@@ -444,6 +505,34 @@ class Relay:
         body = provider.error_body(status=status, message=message, type="api_error", code="upstream_unreachable")
         return web.json_response(body, status=status, headers={"x-turnout-failover-tried": tried,
                                                                "x-should-retry": "true"})  # fmt: skip
+
+
+class _ClientGone(Exception):
+    """The client's connection closed while the relay was writing to it."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("client gone")
+        self.response = response
+
+
+async def _write(out: web.StreamResponse, data: bytes) -> None:
+    try:
+        await out.write(data)
+    except (ConnectionError, RuntimeError) as e:  # aiohttp: ClientConnectionResetError / "closing transport"
+        raise _ClientGone(out) from e
+
+
+def _copy_headers(resp: aiohttp.ClientResponse, out: web.StreamResponse) -> None:
+    for k, v in resp.headers.items():
+        if k.lower() not in _HOP:
+            out.headers.add(k, v)
+
+
+def _tenant(headers: list[tuple[str, str]]) -> str:
+    """Whose rate limit a 429 is: a fingerprint of the call's credentials (never the credentials)."""
+    from turnout.ledger.credentials import credential_fingerprint
+
+    return credential_fingerprint({k.lower(): v for k, v in headers}) or ""
 
 
 def _tried(attempts: list[Attempt]) -> str:

@@ -36,12 +36,15 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
     ]  # fmt: skip
     if args.mode:
         argv += ["--set", f"turnout_mode={args.mode}"]
+    bare = None
     for value in args.upstream or ():
-        name, sep, url = value.partition("=")
+        name, sep, _ = value.partition("=")
         if sep and "://" not in name:  # PROVIDER=URL (a bare URL may itself hold "=" in a path)
             argv += ["--set", f"turnout_upstreams={value}"]
         else:
-            argv += ["--set", f"turnout_upstream={value}"]
+            bare = value  # the last bare URL wins, as a repeated flag does
+    if bare is not None:
+        argv += ["--set", f"turnout_upstream={bare}"]
     if args.config:
         argv += ["--set", f"turnout_config={Path(args.config).expanduser().absolute()}"]
     if getattr(args, "record", None):

@@ -34,8 +34,13 @@ class Circuit:
         with self._lock:
             if self.state == CLOSED:
                 return True
-            if self.state == OPEN and self.clock() >= self._open_until:
+            now = self.clock()
+            if self.state == OPEN and now >= self._open_until:
                 self.state, self._probing = HALF_OPEN, True
+                self._open_until = now + self.cfg.cooldown  # a probe that never reports lets another through then
+                return True
+            if self.state == HALF_OPEN and now >= self._open_until:
+                self._open_until = now + self.cfg.cooldown
                 return True
             return False
 

@@ -5,7 +5,8 @@
 from = "openai"                       # a provider, or provider:model glob ("openai:gpt-4o*")
 to = ["anthropic:claude-sonnet-4-5", "gemini:gemini-2.5-flash"]   # tried in order
 on = ["5xx", "429", "connect", "timeout"]
-first_byte_timeout = "20s"
+first_byte_timeout = "20s"            # a stream's headers and first content
+timeout = "600s"                      # a non-streamed answer's headers (they come once it is all written)
 
 [providers.anthropic]
 api_key_env = "ANTHROPIC_API_KEY"     # the fallback's key: read from the proxy's environment, never stored
@@ -47,6 +48,7 @@ class FailoverRule:
     targets: tuple[Target, ...]
     on: frozenset[str]
     first_byte_timeout: float
+    timeout: float = 600.0
 
     def matches(self, provider: str, model: str | None) -> bool:
         return provider == self.provider and fnmatch.fnmatchcase((model or "").lower(), self.model_glob)
@@ -81,7 +83,7 @@ def parse_failover(rules: Any, providers: Any, circuit: Any, known: frozenset[st
         where = f"failover[{i}]"
         if not isinstance(rule, Mapping):
             raise ValueError(f"{where}: expected a table")
-        unknown = set(rule) - {"from", "to", "on", "first_byte_timeout"}
+        unknown = set(rule) - {"from", "to", "on", "first_byte_timeout", "timeout"}
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
         source = rule.get("from")
@@ -103,10 +105,11 @@ def parse_failover(rules: Any, providers: Any, circuit: Any, known: frozenset[st
         on = rule.get("on", sorted(FAILURES))
         if not isinstance(on, list) or not set(on) <= FAILURES or not on:
             raise ValueError(f"{where}.on: a list of {sorted(FAILURES)}, got {on!r}")
-        timeout = parse_duration(rule.get("first_byte_timeout", "20s"))
-        if timeout <= 0:
-            raise ValueError(f"{where}.first_byte_timeout: must be positive")
-        parsed.append(FailoverRule(provider, (glob or "*").lower(), tuple(targets), frozenset(on), timeout))
+        first = parse_duration(rule.get("first_byte_timeout", "20s"))
+        whole = parse_duration(rule.get("timeout", "600s"))
+        if first <= 0 or whole <= 0:
+            raise ValueError(f"{where}: first_byte_timeout and timeout must be positive")
+        parsed.append(FailoverRule(provider, (glob or "*").lower(), tuple(targets), frozenset(on), first, whole))
     key_env: dict[str, str] = {}
     for name, table in (providers or {}).items():
         if name not in known:

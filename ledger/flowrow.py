@@ -156,13 +156,16 @@ def build_row(
 
 
 def flow_mark(row: dict[str, Any]) -> str:
-    """mitmweb's flow mark (an emoji shortcode): blocked ⛔, served from cache ⚡, routed 🔀; "" for none."""
+    """mitmweb's flow mark (an emoji shortcode): blocked ⛔, served from cache ⚡, routed 🔀, failed over ↩️;
+    "" for none."""
     if row.get("blocked_by"):
         return ":no_entry:"
     if row.get("cache") == "hit":
         return ":zap:"
     if row.get("routed"):
         return ":twisted_rightwards_arrows:"
+    if row.get("failover_from"):
+        return ":leftwards_arrow_with_hook:"
     return ""
 
 
@@ -186,6 +189,10 @@ def flow_comment(row: dict[str, Any]) -> str:
         parts.append(f"cache {row['cache']}")
     if row.get("blocked_by"):
         parts.append(f"blocked: {row['blocked_by']}")
+    if row.get("failover_from"):
+        parts.append(
+            f"failed over from {row['failover_from']} ({row.get('failover_reason') or '?'}) to {row.get('provider')}"
+        )
     if row.get("error"):
         parts.append(str(row["error"])[:80])
     return " · ".join(parts)

@@ -175,17 +175,17 @@ def gemini_field(d: dict[str, Any], camel: str) -> Any:
     return d.get(snake)
 
 
-def _gemini_content(content: Any, default_role: str) -> Iterator[Part]:
+def _gemini_content(content: Any, default_role: str, *, role: str | None = None) -> Iterator[Part]:
     """One Gemini `Content` ({role, parts}) — or a bare string or part list, as the SDKs also send."""
     if isinstance(content, str):
         yield Part(default_role, "text", content)
         return
     if isinstance(content, list):
         parts: Any = content
-        role = default_role
+        role = role or default_role
     elif isinstance(content, dict):
         parts = content.get("parts")
-        role = _GEMINI_ROLES.get(content.get("role") or "", default_role)
+        role = role or _GEMINI_ROLES.get(content.get("role") or "", default_role)
     else:
         return
     for part in parts if isinstance(parts, list) else ():
@@ -227,7 +227,7 @@ def _gemini_request(body: dict[str, Any]) -> list[Iterator[Part] | list[Part]]:
     groups: list[Iterator[Part] | list[Part]] = []
     system = gemini_field(body, "systemInstruction")
     if system is not None:
-        groups.append(_gemini_content(system, "system"))
+        groups.append(_gemini_content(system, "system", role="system"))  # google-genai sends it as role "user"
     contents = body.get("contents")
     if isinstance(contents, list) and contents and all(isinstance(c, dict) and "parts" in c for c in contents):
         groups += (_gemini_content(c, "user") for c in contents)

@@ -163,7 +163,7 @@ def _gemini_request_to_hub(body: dict[str, Any], model: str | None, stream: bool
     system = g(body, "systemInstruction")
     if system:
         out["messages"].append({"role": "system", "content": _gemini_text(system)})
-    names: dict[str, str] = {}  # function name -> the id its call got, so the result can name it
+    names: dict[str, list[str]] = {}  # function name -> ids of its calls not yet answered, oldest first
     for content in body.get("contents") or ():
         if not isinstance(content, dict):
             continue
@@ -186,12 +186,15 @@ def _gemini_request_to_hub(body: dict[str, Any], model: str | None, stream: bool
             elif g(part, "functionCall"):
                 call = g(part, "functionCall")
                 cid = call.get("id") or f"call_{uuid.uuid4().hex[:20]}"
-                names[call.get("name")] = cid
+                names.setdefault(call.get("name"), []).append(cid)
                 calls.append({"id": cid, "type": "function",
                               "function": {"name": call.get("name"), "arguments": json.dumps(call.get("args") or {})}})  # fmt: skip
             elif g(part, "functionResponse"):
                 result = g(part, "functionResponse")
-                cid = result.get("id") or names.get(result.get("name")) or f"call_{uuid.uuid4().hex[:20]}"
+                pending = names.get(result.get("name")) or []
+                cid = result.get("id") or (pending.pop(0) if pending else f"call_{uuid.uuid4().hex[:20]}")
+                if result.get("id") in pending:
+                    pending.remove(result["id"])
                 response = result.get("response")
                 text = json.dumps(response) if not isinstance(response, str) else response
                 out["messages"].append({"role": "tool", "tool_call_id": cid, "content": text})
@@ -229,8 +232,14 @@ def _gemini_request_to_hub(body: dict[str, Any], model: str | None, stream: bool
             out[dst] = value
     if (g(config, "candidateCount") or 1) > 1:
         raise Untranslatable("candidateCount > 1")
-    if g(config, "thinkingConfig") or g(config, "responseModalities") or g(config, "topK") is not None:
-        raise Untranslatable("uses a Gemini-only generation setting")
+    thinking = g(config, "thinkingConfig") or {}
+    thinking_off = (
+        g(thinking, "thinkingBudget") in (None, 0)
+        and not g(thinking, "includeThoughts")
+        and not g(thinking, "thinkingLevel")
+    )
+    if not thinking_off or g(config, "responseModalities") or g(config, "topK") is not None:
+        raise Untranslatable("uses a Gemini-only generation setting (thinking, output modalities or topK)")
     if g(config, "responseMimeType") == "application/json":
         schema = g(config, "responseJsonSchema") or g(config, "responseSchema")
         out["response_format"] = (
@@ -496,7 +505,7 @@ def answer_to_hub(fmt: str, answer: dict[str, Any], model: str) -> dict[str, Any
         finish = OPENAI_FINISH_FROM_ANTHROPIC.get(answer.get("stop_reason") or "", "stop")
         return _completion(answer.get("id"), answer.get("model") or model, text, calls, finish, usage)
     if fmt == "gemini":
-        cand = (answer.get("candidates") or [{}])[0]
+        cand = (answer.get("candidates") or [{}])[0] or {}
         parts = (cand.get("content") or {}).get("parts") or ()
         text = "".join(p.get("text", "") for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
         calls = [
@@ -504,7 +513,14 @@ def answer_to_hub(fmt: str, answer: dict[str, Any], model: str) -> dict[str, Any
              "function": {"name": p["functionCall"].get("name"), "arguments": json.dumps(p["functionCall"].get("args") or {})}}
             for p in parts if isinstance(p.get("functionCall"), dict)
         ]  # fmt: skip
-        finish = "tool_calls" if calls else OPENAI_FINISH_FROM_GEMINI.get(cand.get("finishReason") or "STOP", "stop")
+        blocked = (answer.get("promptFeedback") or {}).get("blockReason")
+        finish = (
+            "tool_calls"
+            if calls
+            else "content_filter"
+            if blocked and not answer.get("candidates")
+            else OPENAI_FINISH_FROM_GEMINI.get(cand.get("finishReason") or "STOP", "stop")
+        )
         return _completion(answer.get("responseId"), answer.get("modelVersion") or model, text, calls, finish,
                            gemini_usage_to_hub(answer.get("usageMetadata")))  # fmt: skip
     raise Untranslatable(f"unknown format {fmt}")
@@ -555,7 +571,7 @@ def answer_from_hub(fmt: str, hub: dict[str, Any]) -> dict[str, Any]:
         for c in calls:
             fn = c.get("function") or {}
             content.append({"type": "tool_use", "id": c.get("id"), "name": fn.get("name"),
-                            "input": json.loads(fn.get("arguments") or "{}")})  # fmt: skip
+                            "input": _args(fn.get("arguments"))})  # fmt: skip
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": hub.get("model"),
             "content": content, "stop_sequence": None,
@@ -567,7 +583,7 @@ def answer_from_hub(fmt: str, hub: dict[str, Any]) -> dict[str, Any]:
         parts: list[dict[str, Any]] = [{"text": text}] if text else []
         for c in calls:
             fn = c.get("function") or {}
-            parts.append({"functionCall": {"name": fn.get("name"), "args": json.loads(fn.get("arguments") or "{}")}})
+            parts.append({"functionCall": {"name": fn.get("name"), "args": _args(fn.get("arguments"))}})
         out: dict[str, Any] = {
             "candidates": [{"content": {"role": "model", "parts": parts}, "index": 0,
                             "finishReason": GEMINI_FINISH_FROM_OPENAI.get(choice.get("finish_reason") or "stop", "STOP")}],
@@ -578,6 +594,16 @@ def answer_from_hub(fmt: str, hub: dict[str, Any]) -> dict[str, Any]:
             out["usageMetadata"] = gemini_usage_from_hub(u)
         return out
     raise Untranslatable(f"unknown format {fmt}")
+
+
+def _args(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments as an object: a call cut off at the output limit may carry broken JSON, and
+    the answer is still the client's (its finish reason says `length`)."""
+    try:
+        value = json.loads(arguments or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def gemini_usage_from_hub(u: dict[str, Any]) -> dict[str, Any]:

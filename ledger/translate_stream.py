@@ -42,7 +42,9 @@ class TargetToHub:
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.done = False
-        self.error: str | None = None
+        self.error: str | None = None  # the stream said it failed (an error event)
+        self.unsupported: str | None = None  # it sent something the hub cannot carry (a server tool's block)
+        self.saw_content = False  # anything past the opening: text, a tool call, thinking, a block of any kind
         self.usage: dict[str, Any] | None = None
         self._tool_of_block: dict[int, int] = {}
         self._tools = 0
@@ -73,6 +75,12 @@ class TargetToHub:
                 return []
             if isinstance(chunk.get("usage"), dict):
                 self.usage = chunk["usage"]
+            if is_content(chunk) or any(
+                (c.get("delta") or {}).get(k)
+                for c in chunk.get("choices") or ()
+                for k in ("reasoning_content", "reasoning")
+            ):
+                self.saw_content = True
             return [chunk] if chunk.get("choices") else []
         data = event_json(event)
         if data is None:
@@ -86,6 +94,8 @@ class TargetToHub:
             self.model = msg.get("model") or self.model
             self._anthropic_usage.update(msg.get("usage") or {})
             return [self._chunk({"role": "assistant", "content": ""})]
+        if kind in ("content_block_start", "content_block_delta"):
+            self.saw_content = True
         if kind == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -95,7 +105,7 @@ class TargetToHub:
                         "function": {"name": block.get("name"), "arguments": ""}}  # fmt: skip
                 return [self._chunk({"tool_calls": [call]})]
             if block.get("type") not in ("text", "thinking", "redacted_thinking"):
-                self.error = f"an Anthropic {block.get('type')} block has no OpenAI form"
+                self.unsupported = f"an Anthropic {block.get('type')} block has no OpenAI form"
             return []
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
@@ -139,8 +149,21 @@ class TargetToHub:
         if not self._opened:
             self._opened = True
             out.append(self._chunk({"role": "assistant", "content": ""}))
-        cand = (data.get("candidates") or [{}])[0]
-        for part in (cand.get("content") or {}).get("parts") or ():
+        candidates = data.get("candidates")
+        cand = candidates[0] if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict) else {}
+        blocked = (
+            (data.get("promptFeedback") or {}).get("blockReason")
+            if isinstance(data.get("promptFeedback"), dict)
+            else None
+        )
+        if blocked and not cand:
+            self.saw_content = self.done = True
+            return [*out, self._chunk({}, "content_filter")]
+        content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
+        for part in content.get("parts") or ():
+            if not isinstance(part, dict):
+                continue
+            self.saw_content = True
             if isinstance(part.get("text"), str) and not part.get("thought"):
                 if part["text"]:
                     out.append(self._chunk({"content": part["text"]}))

@@ -289,7 +289,7 @@ def _gemini_generation(body: dict[str, Any], uses: set[str]) -> tuple[str | None
     thinking = gemini_field(config, "thinkingConfig")
     if isinstance(thinking, dict) and (
         gemini_field(thinking, "includeThoughts")
-        or (_int_or_none(gemini_field(thinking, "thinkingBudget")) or 0) > 0
+        or (_int_or_none(gemini_field(thinking, "thinkingBudget")) or 0) != 0  # -1: dynamic thinking, on
         or gemini_field(thinking, "thinkingLevel")
     ):
         uses.add("thinking")

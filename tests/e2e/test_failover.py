@@ -7,6 +7,7 @@ import json
 import socket
 import sqlite3
 import subprocess
+import time
 
 import openai
 import pytest
@@ -42,7 +43,9 @@ def _config(tmp_path, rule: str, circuit: str = 'failures = 2\nwindow = "60s"\nc
     return str(cfg)
 
 
-OPENAI_TO_ANTHROPIC = '[[failover]]\nfrom = "openai"\nto = ["anthropic:claude-haiku-4-5"]\nfirst_byte_timeout = "1s"\n'
+OPENAI_TO_ANTHROPIC = (
+    '[[failover]]\nfrom = "openai"\nto = ["anthropic:claude-haiku-4-5"]\nfirst_byte_timeout = "1s"\ntimeout = "1s"\n'
+)
 
 
 @pytest.fixture
@@ -121,6 +124,30 @@ def test_the_circuit_opens_and_later_calls_skip_the_failing_provider(failover_pr
     ).stdout  # fmt: skip
     groups = {g["group"]: g["requests"] for g in json.loads(out)["groups"]}
     assert groups == {"openai → anthropic (503)": 2, "openai → anthropic (circuit open)": 2}
+
+
+def test_after_the_cooldown_one_probe_closes_the_circuit(failover_proxy, servers):
+    proxy = failover_proxy(circuit='failures = 2\ncooldown = "1s"\n')
+    client = proxy.client(max_retries=0)
+    for i in range(2):
+        client.chat.completions.create(model="error-503", messages=[{"role": "user", "content": f"fail {i}"}])
+    openai_calls = lambda: sum(1 for q in servers["openai"].requests if q["path"] == "/v1/chat/completions")  # noqa: E731
+    assert (
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "open"}]).model
+        == ("claude-haiku-4-5")
+        and openai_calls() == 2
+    )  # open: not even a healthy model's call reaches openai
+    time.sleep(1.2)
+    probe = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "probe"}])
+    assert probe.model == "gpt-4o" and openai_calls() == 3
+    after = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "closed"}])
+    assert after.model == "gpt-4o"
+    rows = proxy.wait_rows(5)
+    assert [r["provider"] for r in rows] == ["anthropic", "anthropic", "anthropic", "openai", "openai"]
+    db = sqlite3.connect(proxy.db)
+    kinds = [k for (k,) in db.execute("select kind from events where kind like 'circuit_%' order by rowid")]
+    db.close()
+    assert kinds == ["circuit_open", "circuit_half_open", "circuit_closed"]
 
 
 def test_429_with_retry_after_opens_the_circuit_for_that_long(failover_proxy, servers):

@@ -260,3 +260,38 @@ def test_json_mode_and_images_reach_gemini():
         "media_type": "image/png",
         "data": "iVBORw0KGgo=",
     }
+
+
+def test_review_regressions():
+    # two calls of one function, answered in order: each result keeps its own call
+    g = {"contents": [
+        {"role": "user", "parts": [{"text": "weather in two cities"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "wx", "args": {"c": "A"}}}, {"functionCall": {"name": "wx", "args": {"c": "B"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "wx", "response": {"t": 1}}}, {"functionResponse": {"name": "wx", "response": {"t": 2}}}]},
+    ]}  # fmt: skip
+    hub = request_to_hub("gemini", g, model="gemini-2.5-flash")
+    ids = [c["id"] for c in hub["messages"][1]["tool_calls"]]
+    assert [m["tool_call_id"] for m in hub["messages"][2:]] == ids and len(set(ids)) == 2
+    # a prompt Gemini blocked is a content filter, not a clean stop
+    blocked = answer_to_hub("gemini", {"promptFeedback": {"blockReason": "SAFETY"}}, "g")
+    assert blocked["choices"][0]["finish_reason"] == "content_filter"
+    # a tool call cut off at the output limit still reaches the client
+    cut = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": "unfinish'}}]},
+        "finish_reason": "length"}], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}  # fmt: skip
+    assert answer_from_hub("anthropic", cut)["content"][0]["input"] == {}
+    # thinking switched off is no Gemini-only feature
+    off = {
+        "contents": [{"role": "user", "parts": [{"text": "x"}]}],
+        "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}},
+    }
+    assert request_to_hub("gemini", off, model="g")["messages"] == [{"role": "user", "content": "x"}]
+    with pytest.raises(Untranslatable):
+        request_to_hub("gemini", {**off, "generationConfig": {"thinkingConfig": {"thinkingBudget": -1}}}, model="g")
+
+
+def test_gemini_system_instruction_is_the_system_prompt():
+    from turnout.ledger.messages import request_parts
+
+    body = {"systemInstruction": {"role": "user", "parts": [{"text": "Be brief."}]}, "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}  # fmt: skip
+    assert [(p.role, p.text) for p in request_parts(body)] == [("system", "Be brief."), ("user", "hi")]
