@@ -59,9 +59,11 @@ def default_addons() -> list[object]:
         Budget(services),
         Forward(services),
         Shadow(services),  # samples what Forward sends; compares off the client's path once the call is recorded
-        Failover(services),  # after Forward (and Shadow's copy): calls under a [[failover]] rule go to the relay
         Record(services),
         LedgerStore(services),  # after Record: `done` runs in chain order, so the drain records before it closes
+        # after Forward (and Shadow's copy): calls under a [[failover]] rule go to the relay; after Record and
+        # LedgerStore, so at shutdown the relay closes only once the drain has let calls in flight finish
+        Failover(services),
         UpstreamTimeouts(),  # deadlines for the provider's headers and a stream's silences (after Record's tee)
         Redact(),  # credentials out of the flow once it has gone upstream, and out of logs and mitmweb
         ContentViews(),  # mitmweb views of LLM requests and streams

@@ -42,15 +42,29 @@ class Failover:
     def __init__(self, services: Services | None = None) -> None:
         self.services = services or Services()
         self.cfg = FailoverConfig()
+        self.warm_pool = False
         self.relay: Relay | None = None
 
     def load(self, loader) -> None:
         loader.add_option(
             "turnout_failover", bool, True, "Fail over across providers as the config's [[failover]] rules say."
         )
+        loader.add_option(
+            "turnout_warm_pool",
+            bool,
+            False,
+            "Send every provider call through turnout's relay, whose pooled connections stay warm across "
+            "client connections (a new client connection then costs no TCP or TLS handshake with the provider).",
+        )
 
     def configure(self, updated: set[str]) -> None:
-        if not updated & {"turnout_config", "turnout_failover", "turnout_upstream", "turnout_upstreams"}:
+        if not updated & {
+            "turnout_config",
+            "turnout_failover",
+            "turnout_warm_pool",
+            "turnout_upstream",
+            "turnout_upstreams",
+        }:
             return
         path = getattr(ctx.options, "turnout_config", "")
         try:
@@ -60,6 +74,7 @@ class Failover:
         except ValueError as e:
             raise exceptions.OptionsError(f"turnout_config [[failover]]: {e}") from None
         self.cfg = cfg if ctx.options.turnout_failover else FailoverConfig()
+        self.warm_pool = bool(ctx.options.turnout_warm_pool)
         for rule in self.cfg.rules:
             for t in rule.targets:
                 if not self.cfg.api_key(t.provider) and t.provider != rule.provider:
@@ -71,7 +86,7 @@ class Failover:
         if self.relay is not None:
             self.relay.close()
             self.relay = None
-        if not self.cfg.rules:
+        if not self.cfg.rules and not self.warm_pool:
             return
         ca = getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None)
         verify: Any = False if getattr(ctx.options, "ssl_insecure", False) else (ca or True)
@@ -103,26 +118,31 @@ class Failover:
         if llm is None or llm.served_locally or llm.endpoint is None or not isinstance(llm.body, dict):
             return
         fmt = FORMATS.get((llm.provider.name, llm.endpoint))
-        if fmt is None or self.cfg.rule_for(llm.provider.name, llm.model) is None:
+        rule = self.cfg.rule_for(llm.provider.name, llm.model) if fmt is not None else None
+        if rule is None and not self.warm_pool:
             return
         req = flow.request
         call = {
             "provider": llm.provider.name,
             "model": llm.model or "",
-            "fmt": fmt,
+            "fmt": fmt or "openai",  # only read when the call is under a rule
             "stream": llm.stream,
             "json_array": llm.endpoint == "stream_json",
             "include_usage": bool((llm.body.get("stream_options") or {}).get("include_usage")),
             "target": f"{req.scheme}://{req.host}:{req.port}",
+            "failover": rule is not None,
         }
         if llm.provider.name == "gemini":  # its streams carry usage whether asked or not: so do the translated ones
             call["include_usage"] = True
         req.headers[TOKEN] = relay.token
         req.headers[CALL] = json.dumps(call)
         req.scheme, req.host, req.port = "http", "127.0.0.1", relay.port
-        llm.columns["failover_tried"] = None
+        if rule is not None:
+            llm.columns["failover_tried"] = None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers.pop(TOKEN, None)  # what mitmweb keeps of the request
+        flow.request.headers.pop(CALL, None)
         llm = state.get(flow)
         if llm is None or flow.response is None or "failover_tried" not in llm.columns:
             return
@@ -140,8 +160,6 @@ class Failover:
                 failover_from=headers.get("x-turnout-failover-from"),
                 failover_reason=headers.get("x-turnout-failover-reason") or None,
             )
-        flow.request.headers.pop(TOKEN, None)  # what mitmweb keeps of the request
-        flow.request.headers.pop(CALL, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
         flow.request.headers.pop(TOKEN, None)  # a flow that failed keeps no relay token in mitmweb or a dump

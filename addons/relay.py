@@ -61,6 +61,8 @@ _HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te",
                   "proxy-connection", "content-length"})  # fmt: skip
 _PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 STALL_TIMEOUT = 300.0  # seconds without a byte from a provider mid-answer: the relay gives up on it
+WHOLE_TIMEOUT = 600.0  # headers of a call under no failover rule (turnout_upstream_timeout bounds it anyway)
+POOL_IDLE = 30.0  # a pooled provider connection idle this long is closed, before the provider's own idle cut
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Call:
     json_array: bool  # Gemini's stream without alt=sse
     include_usage: bool  # the request (as sent) asks for usage in an OpenAI stream
     target: str  # where the request would have gone: scheme://host:port
+    failover: bool = True  # False: relayed for the warm connections only (turnout_warm_pool)
 
 
 @dataclass
@@ -136,14 +139,17 @@ class Relay:
 
     async def _serve(self, tls: ssl.SSLContext | bool) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls, limit=256, keepalive_timeout=60),
+            connector=aiohttp.TCPConnector(ssl=tls, limit=256, keepalive_timeout=POOL_IDLE),
             auto_decompress=False,  # bodies pass through byte for byte
             trust_env=False,
         )
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that leaves (mitmproxy dropped the flow) stops its handler and upstream call
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
+        # auto_decompress off: a gzipped request body goes upstream as the client sent it, with its header
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True, auto_decompress=False
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -179,10 +185,16 @@ class Relay:
             if k.lower() not in _HOP and not k.lower().startswith("x-turnout-relay")
         ]
         primary = Target(call.provider, call.model)
-        rule = self.cfg.rule_for(call.provider, call.model)
-        assert rule is not None  # Failover hands over only calls under a rule
+        # a call under no rule came for the warm connections alone: its provider, nothing else, no circuit
+        rule = (self.cfg.rule_for(call.provider, call.model) if call.failover else None) or FailoverRule(
+            call.provider, "*", (), frozenset(), WHOLE_TIMEOUT, WHOLE_TIMEOUT
+        )
         tenant = _tenant(headers)
         attempts: list[Attempt] = []
+        if not rule.targets:
+            return await self._try(request, call, primary, primary, headers, body, rule, attempts, tenant) or (
+                self._original_error(call, attempts)
+            )
         skipped_primary = False
         for target in (primary, *rule.targets):
             # a target's circuit is asked only when its turn comes: a probe is spent on a real try
@@ -259,9 +271,14 @@ class Relay:
                 timeout,
             )  # fmt: skip
         except TimeoutError:
+            log.warning("turnout: no answer from %s within %.0fs", url.split("?", 1)[0], timeout)
             return "timeout"
         except (aiohttp.ClientError, OSError) as e:
-            return "timeout" if isinstance(e, aiohttp.ServerTimeoutError) else "connect"
+            if isinstance(e, aiohttp.ServerTimeoutError):
+                return "timeout"
+            # mitmproxy's own words, which operators grep for
+            log.warning("turnout: error establishing server connection to %s: %s", url.split("?", 1)[0], e)
+            return "connect"
 
     @staticmethod
     def _failure(status: int) -> str | None:
@@ -282,7 +299,8 @@ class Relay:
         resp = await self._send(url, headers, body, self._timeout(call, rule))
         if isinstance(resp, str):
             attempts.append(Attempt(target, resp))
-            self._failed(target)
+            if rule.targets:
+                self._failed(target)
             return None if resp in rule.on else self._original_error(call, attempts)
         try:
             kind = self._failure(resp.status)
@@ -297,7 +315,8 @@ class Relay:
             ctype = resp.headers.get("content-type", "")
             held: list[bytes] = []
             if (
-                resp.status == 200
+                rule.targets
+                and resp.status == 200
                 and ctype.startswith("text/event-stream")
                 and resp.headers.get("content-encoding", "identity") == "identity"
             ):
@@ -310,7 +329,8 @@ class Relay:
                     attempts.append(Attempt(target, reason[:200]))
                     self._failed(target)
                     return None
-            self._succeeded(target)
+            if rule.targets:
+                self._succeeded(target)
             if not held and resp.headers.get("content-length") and not ctype.startswith("text/event-stream"):
                 # a whole answer of known length: one read, one write
                 whole = web.Response(status=resp.status, reason=resp.reason, body=await resp.read())
@@ -499,12 +519,17 @@ class Relay:
             out.headers["x-turnout-failover-tried"] = tried
             return out
         reason = attempts[0].reason if attempts else "no target"
-        status = 504 if reason == "timeout" else 502
-        provider = PROVIDERS[call.provider]
-        message = f"turnout: {call.provider} did not answer ({reason}); tried {tried}"
-        body = provider.error_body(status=status, message=message, type="api_error", code="upstream_unreachable")
-        return web.json_response(body, status=status, headers={"x-turnout-failover-tried": tried,
-                                                               "x-should-retry": "true"})  # fmt: skip
+        # the shape of mitmproxy's own gateway errors as ErrorPage writes them (both SDKs read it)
+        status, type_, code, retry = {
+            "timeout": (504, "turnout_upstream_timeout", "upstream_timeout", "false"),
+            "connect": (502, "turnout_upstream_unreachable", "upstream_unreachable", "true"),
+        }.get(reason, (502, "turnout_upstream_error", "upstream_error", "false"))
+        message = f"turnout: the provider could not be reached or did not answer ({reason}; tried {tried})"
+        body = {"type": "error", "error": {"message": message, "type": type_, "param": None, "code": code}}
+        headers = {"x-should-retry": retry}
+        if call.failover:
+            headers["x-turnout-failover-tried"] = tried
+        return web.json_response(body, status=status, headers=headers)
 
 
 class _ClientGone(Exception):
