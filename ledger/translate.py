@@ -118,11 +118,7 @@ def _anthropic_request_to_hub(body: dict[str, Any]) -> dict[str, Any]:
             else:
                 raise Untranslatable(f"a {kind} block")
         if parts or calls:
-            msg: dict[str, Any] = {"role": role, "content": parts if any(p["type"] != "text" for p in parts)
-                                   else "".join(p["text"] for p in parts) or None}  # fmt: skip
-            if calls:
-                msg["tool_calls"] = calls
-            out["messages"].append(msg)
+            out["messages"].append(_hub_message(role, parts, calls))
     tools = []
     for t in body.get("tools") or ():
         if not isinstance(t, dict) or (t.get("type") not in (None, "custom")):
@@ -201,11 +197,7 @@ def _gemini_request_to_hub(body: dict[str, Any], model: str | None, stream: bool
             else:
                 raise Untranslatable(f"a Gemini part with {sorted(part)}")
         if parts or calls:
-            msg: dict[str, Any] = {"role": role, "content": parts if any(p["type"] != "text" for p in parts)
-                                   else "".join(p["text"] for p in parts) or None}  # fmt: skip
-            if calls:
-                msg["tool_calls"] = calls
-            out["messages"].append(msg)
+            out["messages"].append(_hub_message(role, parts, calls))
     tools = []
     for t in body.get("tools") or ():
         decls = g(t, "functionDeclarations") if isinstance(t, dict) else None
@@ -248,6 +240,15 @@ def _gemini_request_to_hub(body: dict[str, Any], model: str | None, stream: bool
             else {"type": "json_object"}
         )
     return out
+
+
+def _hub_message(role: Any, parts: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """One hub message: plain text when it is only text, parts when it carries an image; its tool calls."""
+    only_text = all(p["type"] == "text" for p in parts)
+    msg: dict[str, Any] = {"role": role, "content": "".join(p["text"] for p in parts) or None if only_text else parts}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
 
 
 def _camel(d: Any, camel: str) -> Any:
