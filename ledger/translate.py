@@ -306,15 +306,28 @@ def _image_url(part: dict[str, Any]) -> str:
     return url.get("url", "") if isinstance(url, dict) else str(url or "")
 
 
+def _merged_append(turns: list[dict[str, Any]], role: str, key: str, items: list[dict[str, Any]]) -> None:
+    """Add a turn; Anthropic and Gemini alternate roles, so a turn of the last one's role joins it."""
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key] += items
+    else:
+        turns.append({"role": role, key: items})
+
+
+def _call_arguments(fn: dict[str, Any]) -> Any:
+    """A request's tool call arguments, parsed: a target takes them as an object, so broken JSON is refused."""
+    try:
+        return json.loads(fn.get("arguments") or "{}")
+    except ValueError:
+        raise Untranslatable("a tool call whose arguments are not JSON") from None
+
+
 def _hub_to_anthropic(hub: dict[str, Any], model: str) -> dict[str, Any]:
     system: list[str] = []
     messages: list[dict[str, Any]] = []
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if messages and messages[-1]["role"] == role:  # Anthropic alternates roles: merge neighbours
-            messages[-1]["content"] += blocks
-        else:
-            messages.append({"role": role, "content": blocks})
+        _merged_append(messages, role, "content", blocks)
 
     for m in hub["messages"]:
         role, content = m.get("role"), m.get("content")
@@ -341,10 +354,7 @@ def _hub_to_anthropic(hub: dict[str, Any], model: str) -> dict[str, Any]:
                 blocks.append({"type": "image", "source": source})
         for call in m.get("tool_calls") or ():
             fn = call.get("function") or {}
-            try:
-                args = json.loads(fn.get("arguments") or "{}")
-            except ValueError:
-                raise Untranslatable("a tool call whose arguments are not JSON") from None
+            args = _call_arguments(fn)
             blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": args})
         if blocks:
             add("assistant" if role == "assistant" else "user", blocks)
@@ -396,10 +406,7 @@ def _hub_to_gemini(hub: dict[str, Any]) -> dict[str, Any]:
     names: dict[str, str] = {}  # tool call id -> function name (a functionResponse names the function)
 
     def add(role: str, parts: list[dict[str, Any]]) -> None:
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"] += parts
-        else:
-            contents.append({"role": role, "parts": parts})
+        _merged_append(contents, role, "parts", parts)
 
     for m in hub["messages"]:
         role, content = m.get("role"), m.get("content")
@@ -430,10 +437,7 @@ def _hub_to_gemini(hub: dict[str, Any]) -> dict[str, Any]:
                 parts.append({"inlineData": {"mimeType": m_.group("mime"), "data": m_.group("data")}})
         for call in m.get("tool_calls") or ():
             fn = call.get("function") or {}
-            try:
-                args = json.loads(fn.get("arguments") or "{}")
-            except ValueError:
-                raise Untranslatable("a tool call whose arguments are not JSON") from None
+            args = _call_arguments(fn)
             names[call.get("id")] = fn.get("name")
             parts.append({"functionCall": {"name": fn.get("name"), "args": args}})
         if parts:

@@ -300,8 +300,8 @@ def _gemini_generation(body: dict[str, Any], uses: set[str]) -> tuple[str | None
     return rf, _int_or_none(gemini_field(config, "maxOutputTokens"))
 
 
-def _tools_info(body: dict[str, Any], uses: set[str]) -> tuple[int, str | None]:
-    if is_gemini_body(body):
+def _tools_info(body: dict[str, Any], uses: set[str], api: str) -> tuple[int, str | None]:
+    if api == "gemini":
         return _gemini_tools(body, uses)
     tools = body.get("tools")
     n_tools = 0
@@ -393,7 +393,7 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
     n_assistant = role_counts.get("assistant", 0)
 
     uses: set[str] = set()
-    n_tools, tool_choice = _tools_info(body, uses)
+    n_tools, tool_choice = _tools_info(body, uses, api)
     rf = _response_format(body)
     if rf in ("json_schema", "json_object"):
         uses.add(rf)
