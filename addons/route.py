@@ -152,6 +152,7 @@ class Route:
             feature=llm.columns.get("feature"),
             betas=request_betas(llm.headers),
             model=llm.requested_model,
+            template=llm.columns.get("template_fp"),
         )
         llm.cheaper_model = d.candidate
         if d.decision == "route" and d.would_route_to and self.services.reverted:

@@ -70,6 +70,17 @@ def cmd_train_from_ledger(args: argparse.Namespace) -> int:
             f"held-out test rows: APGR new {report.test_apgr_new:.3f} vs shipped {report.test_apgr_shipped:.3f}; "
             f"calibration error new {report.test_ece_new:.3f} vs shipped {report.test_ece_shipped:.3f}"
         )
+        if report.test_by_task:
+            from rich.table import Table
+
+            table = Table(title="held-out test rows per task: measured pass rate vs each model's pass probability")
+            for col in ("task", "rows", "pass rate", "new", "shipped"):
+                table.add_column(col, justify="left" if col == "task" else "right")
+            for t in report.test_by_task:
+                table.add_row(
+                    t["task"], str(t["rows"]), f"{t['pass_rate']:.2f}", f"{t['new']:.2f}", f"{t['shipped']:.2f}"
+                )
+            console.print(table)
         console.print(f"→ {report.artifact}: load it with [router] model_path" if report.written else report.reason)
     return 0 if report.written else 1
 

@@ -180,7 +180,7 @@ def savings(
 
 WHAT_IF_SQL = """
 select provider, request_body, requested_model, coalesce(task, '?'), decision, cost_usd,
-       prompt_tokens, cached_prompt_tokens, completion_tokens, reasoning_tokens, cache_write_tokens, api_key_fp, feature
+       prompt_tokens, cached_prompt_tokens, completion_tokens, reasoning_tokens, cache_write_tokens, api_key_fp, feature, template_fp
 from flows
 where origin is null and routed is null and decision in ('route', 'keep') and request_body is not null
   and started_at >= ? and coalesce(cache, '') not in ('hit', 'replay') and prompt_tokens is not null
@@ -209,12 +209,14 @@ def what_if(db_path: str, since: str, policy: Any, prices: Any) -> dict[str, Any
         "saving_before_usd": 0.0,
         "saving_now_usd": 0.0,
     }
-    for provider, body_text, requested, task, decision, cost, *usage_cols, key_fp, feature in rows:
+    for provider, body_text, requested, task, decision, cost, *usage_cols, key_fp, feature, template in rows:
         try:
             body = json.loads(body_text)
         except (TypeError, ValueError):
             continue
-        d = policy.decide(body, provider=provider, api_key_fp=key_fp, feature=feature, model=requested)
+        d = policy.decide(
+            body, provider=provider, api_key_fp=key_fp, feature=feature, model=requested, template=template
+        )
         usage = Usage(*(int(v or 0) for v in usage_cols))
         cheaper = d.would_route_to or d.candidate
         projected = prices.cost(provider, cheaper, usage) if cheaper else None

@@ -28,6 +28,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, Mapping
 
+from .calibration import PassCalibration
 from .features import RequestFeatures, hashed_word_ngram_set
 
 ARTIFACT_FORMAT = "turnout-difficulty"
@@ -118,6 +119,8 @@ class DifficultyModel:
     max_words: int
     report: Mapping[str, Any]
     calibration: tuple[Mapping[str, float], ...]
+    # score -> this deployment's measured pass rate per task/feature/template (`turnout train --from-ledger`)
+    pass_calibration: PassCalibration | None = None
 
     def __post_init__(self) -> None:
         # Per-namespace weight tables keyed by the in-namespace bucket, so
@@ -165,6 +168,7 @@ class DifficultyModel:
             # bucket -> weight; sorted for stable diffs
             "hash_weights": {str(b): w for b, w in sorted(self.hash_weights.items())},
             "calibration": list(self.calibration),
+            **({"pass_calibration": self.pass_calibration.to_json()} if self.pass_calibration else {}),
             "report": dict(self.report),
         }
 
@@ -192,6 +196,9 @@ class DifficultyModel:
             max_words=int(hashed["max_words"]),
             report=data.get("report", {}),
             calibration=tuple(data.get("calibration", ())),
+            pass_calibration=PassCalibration.from_json(data["pass_calibration"])
+            if "pass_calibration" in data
+            else None,
         )
 
     @classmethod

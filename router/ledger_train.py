@@ -5,10 +5,11 @@ whether the cheaper model's answer was as good as the requested model's (pass) o
 rows are split per task by id hash into train (3/5), validation (1/5) and test (1/5). The difficulty
 model is refit on the shipped data's training split plus the ledger's training rows, the ledger rows
 weighted by a factor chosen on the validation rows (never on rows it trained on); the score's
-calibration table — what `target_quality` resolves against — comes from the validation rows too.
+calibration — the score mapped to the measured pass rate per task, feature and prompt template
+(router/calibration.py), which `target_quality` is then held to — comes from the validation rows too.
 The test rows judge the result against the shipped model: APGR (how well the score orders what the
-cheaper model gets right) and the calibration error of the score as a pass probability. A model that
-is not better on APGR is not written.
+cheaper model gets right) and the calibration error of each model's pass probability, overall and
+per task. A model that is not better on APGR is not written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .apgr import apgr
+from .calibration import calibration_error, fit_pass_calibration, group_keys
 from .difficulty import DifficultyModel, load_model
 from .train import TrainRow, calibration_table, features_for, fit, read_rows, split_rows
 
@@ -32,7 +34,7 @@ MIN_HELD_OUT = 10
 
 # The labelled rows: decided observe-mode verdicts with the request that was shadowed.
 ROWS_SQL = """
-select se.flow_id, coalesce(f.task, '?'), f.request_body, se.verdict
+select se.flow_id, coalesce(f.task, '?'), f.request_body, se.verdict, f.feature, f.template_fp
 from shadow_evals se join flows f on f.id = se.flow_id
 where se.mode = 'observe' and se.verdict in ('pass', 'fail') and f.request_body is not null and se.started_at >= ?
 order by se.id
@@ -54,6 +56,8 @@ class LedgerTrainReport:
     written: bool
     reason: str
     artifact: str | None
+    # per task on the test rows: rows, measured pass rate, mean pass probability new / shipped
+    test_by_task: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -64,13 +68,14 @@ class LedgerTrainReport:
 def rows_from_ledger(conn: Any, since: str = "") -> list[TrainRow]:
     """Labelled rows from a ledger connection: strong (the requested model) correct, weak = the verdict."""
     out = []
-    for flow_id, task, body_text, verdict in conn.execute(ROWS_SQL, [since or ""]):
+    for flow_id, task, body_text, verdict, feature, template in conn.execute(ROWS_SQL, [since or ""]):
         try:
             body = json.loads(body_text)
         except (TypeError, ValueError):
             continue
         if isinstance(body, dict):
-            out.append(TrainRow(str(flow_id), f"ledger:{task}", body, 1.0, 1.0 if verdict == "pass" else 0.0))
+            passed = 1.0 if verdict == "pass" else 0.0
+            out.append(TrainRow(str(flow_id), f"ledger:{task}", body, 1.0, passed, group_keys(task, feature, template)))
     return out
 
 
@@ -88,20 +93,35 @@ def split_three(rows: Sequence[TrainRow], seed: int = 0) -> tuple[list[int], lis
 
 
 def score_apgr(model: DifficultyModel, rows: Sequence[TrainRow]) -> float:
-    scores = [model.score(features_for(r)) for r in rows]
+    """APGR of what the router orders requests by: the pass probability, calibrated per group where it is."""
+    scores = [pass_probability(model, r) for r in rows]
     return round(apgr(scores, [r.strong_correct for r in rows], [r.weak_correct for r in rows]), 4)
 
 
-def calibration_error(model: DifficultyModel, rows: Sequence[TrainRow], bins: int = 10) -> float:
-    """Expected calibration error of the score read as the probability that the cheaper model passes."""
-    buckets: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
+def pass_probability(model: DifficultyModel, row: TrainRow) -> float:
+    """The model's probability that the cheaper model passes `row`: calibrated to its groups where it can be."""
+    score = model.score(features_for(row))
+    return model.pass_calibration.probability(score, row.groups) if model.pass_calibration else score
+
+
+def model_calibration_error(model: DifficultyModel, rows: Sequence[TrainRow]) -> float:
+    return calibration_error([pass_probability(model, r) for r in rows], [r.weak_correct >= 1 for r in rows])
+
+
+def by_task(new: DifficultyModel, old: DifficultyModel, rows: Sequence[TrainRow]) -> tuple[dict[str, Any], ...]:
+    """Measured pass rate per task next to each model's mean pass probability: where calibration matters."""
+    groups: dict[str, list[TrainRow]] = {}
     for r in rows:
-        s = model.score(features_for(r))
-        buckets[min(bins - 1, int(s * bins))].append((s, r.weak_correct))
-    n = len(rows)
-    return round(
-        sum(len(b) / n * abs(sum(s for s, _ in b) / len(b) - sum(y for _, y in b) / len(b)) for b in buckets if b), 4
-    )
+        groups.setdefault(r.source.removeprefix("ledger:"), []).append(r)
+    out = []
+    for task, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        n = len(rs)
+        out.append({
+            "task": task, "rows": n, "pass_rate": round(sum(r.weak_correct for r in rs) / n, 4),
+            "new": round(sum(pass_probability(new, r) for r in rs) / n, 4),
+            "shipped": round(sum(pass_probability(old, r) for r in rs) / n, 4),
+        })  # fmt: skip
+    return tuple(out)
 
 
 def train_from_ledger(
@@ -139,6 +159,9 @@ def train_from_ledger(
     best = max(weights, key=lambda w: (val_apgr[w], -w))
     model = candidates[best]
     val_scores = [model.score(features_for(r)) for r in val_rows]
+    calibration = fit_pass_calibration(
+        val_scores, [r.weak_correct >= 1 for r in val_rows], [r.groups for r in val_rows]
+    )
     report_data = {
         "from_ledger": {
             "rows": len(ledger_rows), "train": len(tr), "validation": len(va), "test": len(te), "weight": best,
@@ -152,9 +175,10 @@ def train_from_ledger(
         version=f"{shipped.version}+ledger",
         report=report_data,
         calibration=tuple(calibration_table(val_scores, val_rows)),
+        pass_calibration=calibration,
     )
     new_apgr, old_apgr = score_apgr(model, test_rows), score_apgr(shipped, test_rows)
-    new_ece, old_ece = calibration_error(model, test_rows), calibration_error(shipped, test_rows)
+    new_ece, old_ece = model_calibration_error(model, test_rows), model_calibration_error(shipped, test_rows)
     better = new_apgr > old_apgr
     reason = (
         f"held-out APGR {new_apgr:.3f} vs the shipped model's {old_apgr:.3f}"
@@ -167,5 +191,5 @@ def train_from_ledger(
         model.save(out)
     return LedgerTrainReport(
         len(ledger_rows), len(tr), len(va), len(te), best, val_apgr, new_apgr, old_apgr, new_ece, old_ece,
-        better, reason, str(out) if better else None,
+        better, reason, str(out) if better else None, by_task(model, shipped, test_rows),
     )  # fmt: skip

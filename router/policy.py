@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
+from .calibration import group_keys
 from .capabilities import DEFAULT_MAX_OUTPUT, TAG_REASONS, missing_capabilities, parse_capabilities, parse_max_output
 from .difficulty import DifficultyModel, load_model
 from .features import extract_features
@@ -212,16 +213,18 @@ class RoutingPolicy:
         feature: str | None = None,
         betas: Sequence[str] = (),
         model: str | None = None,
+        template: str | None = None,
     ) -> RoutingDecision:
         """The routing decision for one request body; never raises.
 
         `betas`: the provider betas the request switches on (``anthropic-beta`` / ``openai-beta``
         headers). A beta is enabled per model, so one not in ``allowed_betas`` keeps the request
         on the model it was written for. `model`: the model asked for when the body does not name it
-        (Gemini names it in the path).
+        (Gemini names it in the path). `template`: the prompt template's fingerprint, for a model
+        calibrated per template (`turnout train --from-ledger`).
         """
         try:
-            return self._decide(body, provider, api_key_fp, feature, betas, model)
+            return self._decide(body, provider, api_key_fp, feature, betas, model, template)
         except Exception as exc:  # noqa: BLE001 - defensive: the proxy must keep proxying
             return RoutingDecision("other", None, "skip", None, f"router error: {type(exc).__name__}")
 
@@ -233,6 +236,7 @@ class RoutingPolicy:
         feature: str | None,
         betas: Sequence[str],
         model: str | None = None,
+        template: str | None = None,
     ) -> RoutingDecision:
         if not isinstance(body, dict):
             return RoutingDecision("other", None, "skip", None, "body is not a JSON object")
@@ -267,6 +271,18 @@ class RoutingPolicy:
         if ceiling is not None and f.max_tokens is not None and f.max_tokens > ceiling:
             return skip(f"asks for up to {f.max_tokens} output tokens; {cheaper} gives at most {ceiling}")
         score = self.model.score(f)
+        calibration = self.model.pass_calibration
+        if calibration is not None and self.target_quality is not None:
+            # a model trained on this deployment's verdicts: hold each request's measured pass rate to the target
+            keys = group_keys(task, feature, template)
+            p = calibration.probability(score, keys)
+            where = ", ".join(f"{k} ({n})" for k, n in calibration.evidence(keys)) or "all groups"
+            why = f"pass rate {p:.2f} at score {score:.2f} [{where}]"
+            if p >= self.target_quality:
+                return RoutingDecision(
+                    task, score, "route", cheaper, f"{why} >= {self.target_quality:.2f}", candidate=cheaper
+                )
+            return RoutingDecision(task, score, "keep", None, f"{why} < {self.target_quality:.2f}", candidate=cheaper)
         if score >= self.threshold:
             return RoutingDecision(
                 task, score, "route", cheaper, f"score {score:.2f} >= {self.threshold:.2f}", candidate=cheaper

@@ -70,6 +70,7 @@ class TrainRow:
     body: dict[str, Any]
     strong_correct: float
     weak_correct: float
+    groups: tuple[str, ...] = ()  # calibration groups (router.calibration.group_keys); ledger rows only
 
 
 @dataclass(frozen=True)

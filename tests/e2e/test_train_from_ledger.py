@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import subprocess
 
 from conftest import turnout_cmd
@@ -81,3 +82,63 @@ def test_train_from_ledger_learns_the_teams_own_rule(make_proxy, tmp_path):
     scored = subprocess.run(turnout_cmd("classify", "--config", str(cfg)), input="\n".join(lines) + "\n",
                             capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
     assert len(scored.strip().splitlines()) == 2
+
+
+# The test server's directives sit in the system prompts, so the user text says nothing of the outcome.
+LABELS = "You triage support questions for an online store. Reply with yes or no only. [[answer: yes]]"
+ESSAY = "You write thorough support answers for an online store. [[answer: yes]] [[cheap-answer: no #worse]]"
+
+
+def templated(rng: random.Random, i: int) -> tuple[dict, bool]:
+    """A question under one of two system prompts: the cheaper model fails every essay, whatever the question."""
+    ask = rng.choice([a for a in ASKS if "warranty" not in a]).format(p=rng.choice(PRODUCTS))
+    essay = rng.random() < 0.5
+    system = ESSAY if essay else LABELS
+    body = {"model": "gpt-4o", "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"#{i} {ask}"}]}  # fmt: skip
+    return body, essay
+
+
+def test_train_from_ledger_calibrates_each_template_and_the_router_follows(make_proxy, tmp_path):
+    """The user text cannot tell the two templates apart, so only the per-template calibration can: the new
+    model's pass rate for the essay template is low and the labels one high, and a proxy loading it routes
+    exactly the labels calls at target_quality 0.9."""
+    db = tmp_path / "ledger.db"
+    proxy = make_proxy("--config", config(tmp_path, 'sample = 1.0\njudge_model = "gpt-4o"\n'), db=db, shadow=True)
+    client = proxy.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
+    rng = random.Random(5)
+    n = 240
+    for i in range(n):
+        client.chat.completions.create(**templated(rng, i)[0])
+    assert len(wait_evals(db, n, timeout=60)) == n
+    proxy.stop()
+
+    out = tmp_path / "own.json"
+    run = subprocess.run(turnout_cmd("train", "--from-ledger", str(db), "--out", str(out)),
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    print(run.stdout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "pass rate" in run.stdout  # the per-task table: measured next to each model's pass probability
+    model = load_model(str(out))
+    assert model.pass_calibration is not None
+    templates = [k for k in model.pass_calibration.groups if k.startswith("template:")]
+    assert len(templates) == 2, model.pass_calibration.groups
+
+    cfg = tmp_path / "own.toml"
+    cfg.write_text(f'[router]\nmodel_path = "{out}"\ntarget_quality = 0.9\nnever_route_tasks = []\n')
+    observe = make_proxy("--config", str(cfg), db=tmp_path / "fresh.db")
+    client = observe.client(api_key=KEY, default_headers={"x-turnout-cache": "no"})
+    fresh_rng, sent = random.Random(77), {}
+    for i in range(40):
+        body, essay = templated(fresh_rng, 50_000 + i)
+        client.chat.completions.create(**body)
+        sent[f"#{50_000 + i} "] = essay
+    observe.stop()
+    conn = sqlite3.connect(tmp_path / "fresh.db")
+    rows = conn.execute("select request_body, decision, route_reason from flows").fetchall()
+    conn.close()
+    assert len(rows) == 40
+    for body_text, decision, reason in rows:
+        user = json.loads(body_text)["messages"][1]["content"]
+        essay = next(v for k, v in sent.items() if user.startswith(k))
+        assert decision == ("keep" if essay else "route"), (user, decision, reason)
+        assert "template:" in reason  # the decision names the evidence it rests on

@@ -332,3 +332,22 @@ def test_a_request_asking_for_more_output_than_the_cheaper_rung_gives_stays():
     assert d.decision == "skip" and "claude-haiku-5-5 gives at most 8192" in d.reason
     with pytest.raises(ValueError, match="positive number of tokens"):
         RoutingPolicy.from_config({"max_output": {"gpt-4o-mini": "lots"}})
+
+
+def test_a_calibrated_model_holds_each_groups_pass_rate_to_the_target(tmp_path):
+    """With a from-ledger calibration, the request's template decides; an explicit threshold still wins."""
+    import dataclasses
+
+    from turnout.router.calibration import PassCalibration
+    from turnout.router.difficulty import load_model
+
+    calibration = PassCalibration(0.0, 1.0, {"template:good": (4.0, 0.0, 30), "template:bad": (-4.0, 0.0, 30)}, 60)
+    path = tmp_path / "own.json"
+    dataclasses.replace(load_model(None), pass_calibration=calibration).save(path)
+    p = RoutingPolicy.from_config({"model_path": str(path), "target_quality": 0.9})
+    good, bad = p.decide(body(), template="good"), p.decide(body(), template="bad")
+    assert good.decision == "route" and "template:good (30)" in good.reason and ">= 0.90" in good.reason
+    assert bad.decision == "keep" and bad.candidate == "gpt-4o-mini" and "< 0.90" in bad.reason
+    assert "[all groups]" in p.decide(body()).reason  # no template with evidence: the global mapping
+    fixed = RoutingPolicy.from_config({"model_path": str(path), "threshold": 0.0})
+    assert fixed.decide(body(), template="bad").decision == "route"
