@@ -15,17 +15,21 @@ import json
 import logging
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy.proxy import server_hooks
 
 from turnout.ledger.failover_config import FailoverConfig, parse_failover
 from turnout.ledger.providers import PROVIDERS
 
 from . import config, state
 from .guard import fail_closed
-from .relay import CALL, TOKEN, Relay
+from .relay import CALL, GATEWAY_ERROR, TOKEN, Relay
 from .services import Services
 
 log = logging.getLogger(__name__)
+
+# turnout_warm_pool: which calls the relay's warm provider connections carry
+WARM_POOL_MODES = ("new-connections", "all", "off")
 
 # endpoint -> the client's wire format, for the endpoints failover translates
 FORMATS = {
@@ -42,8 +46,12 @@ class Failover:
     def __init__(self, services: Services | None = None) -> None:
         self.services = services or Services()
         self.cfg = FailoverConfig()
-        self.warm_pool = False
+        self.warm_pool = "off"
         self.relay: Relay | None = None
+        # client connections with a provider connection of their own (mitmproxy's), and those whose
+        # first call the relay carried: the next call on them opens their own, which serves the rest
+        self.own_upstream: set[str] = set()
+        self.relayed: set[str] = set()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -51,10 +59,12 @@ class Failover:
         )
         loader.add_option(
             "turnout_warm_pool",
-            bool,
-            False,
-            "Send every provider call through turnout's relay, whose pooled connections stay warm across "
-            "client connections (a new client connection then costs no TCP or TLS handshake with the provider).",
+            str,
+            "new-connections",
+            "Which provider calls go through turnout's relay, whose pooled connections stay warm across client "
+            "connections: the first call of each new client connection (which would otherwise pay a TCP and TLS "
+            "handshake with the provider; later calls on a kept-alive connection use its own), all, or off.",
+            choices=WARM_POOL_MODES,
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -64,6 +74,7 @@ class Failover:
             "turnout_warm_pool",
             "turnout_upstream",
             "turnout_upstreams",
+            "mode",
         }:
             return
         path = getattr(ctx.options, "turnout_config", "")
@@ -74,7 +85,12 @@ class Failover:
         except ValueError as e:
             raise exceptions.OptionsError(f"turnout_config [[failover]]: {e}") from None
         self.cfg = cfg if ctx.options.turnout_failover else FailoverConfig()
-        self.warm_pool = bool(ctx.options.turnout_warm_pool)
+        self.warm_pool = ctx.options.turnout_warm_pool
+        chained = [m for m in getattr(ctx.options, "mode", []) if m.startswith("upstream")]
+        if chained and self.warm_pool != "off":
+            # the relay dials providers itself: behind an upstream proxy, every call keeps mitmproxy's leg
+            log.info("turnout: warm pool off in %s mode (calls go through the upstream proxy)", chained[0])
+            self.warm_pool = "off"
         for rule in self.cfg.rules:
             for t in rule.targets:
                 if not self.cfg.api_key(t.provider) and t.provider != rule.provider:
@@ -86,7 +102,7 @@ class Failover:
         if self.relay is not None:
             self.relay.close()
             self.relay = None
-        if not self.cfg.rules and not self.warm_pool:
+        if not self.cfg.rules and self.warm_pool == "off":
             return
         ca = getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None)
         verify: Any = False if getattr(ctx.options, "ssl_insecure", False) else (ca or True)
@@ -119,7 +135,7 @@ class Failover:
             return
         fmt = FORMATS.get((llm.provider.name, llm.endpoint))
         rule = self.cfg.rule_for(llm.provider.name, llm.model) if fmt is not None else None
-        if rule is None and not self.warm_pool:
+        if rule is None and not self._warm(flow.client_conn.id):
             return
         req = flow.request
         call = {
@@ -140,11 +156,36 @@ class Failover:
         if rule is not None:
             llm.columns["failover_tried"] = None
 
+    def _warm(self, client: str) -> bool:
+        """Whether the relay's warm pool should carry this call (a call under no failover rule)."""
+        if self.warm_pool == "all":
+            return True
+        if self.warm_pool == "off" or client in self.own_upstream or client in self.relayed:
+            return False
+        self.relayed.add(client)
+        return True
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        relay = self.relay
+        if relay is not None and data.server.address != ("127.0.0.1", relay.port):
+            self.own_upstream.add(data.client.id)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.own_upstream.discard(client.id)
+        self.relayed.discard(client.id)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         flow.request.headers.pop(TOKEN, None)  # what mitmweb keeps of the request
         flow.request.headers.pop(CALL, None)
         llm = state.get(flow)
-        if llm is None or flow.response is None or "failover_tried" not in llm.columns:
+        if flow.response is None:
+            return
+        gateway_error = flow.response.headers.pop(GATEWAY_ERROR, None)
+        if llm is None:
+            return
+        if gateway_error:
+            llm.gateway_error = gateway_error
+        if "failover_tried" not in llm.columns:
             return
         headers = flow.response.headers
         tried = headers.get("x-turnout-failover-tried") or None

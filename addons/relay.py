@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 TOKEN = "x-turnout-relay-token"
 CALL = "x-turnout-relay-call"
+# on the relay's own gateway errors (the provider gave no answer): why, for the ledger row; never sent on
+GATEWAY_ERROR = "x-turnout-relay-gateway-error"
 _HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                   "proxy-connection", "content-length"})  # fmt: skip
 _PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
@@ -263,6 +265,9 @@ class Relay:
     ) -> aiohttp.ClientResponse | str:
         """The response once its headers are in, or why there is none ("connect" / "timeout")."""
         assert self._session is not None
+        # the body is whole here: frame it with its length, whatever framing reached the relay
+        # (an HTTP/2 request without content-length arrives chunked)
+        headers = [*(headers.items() if isinstance(headers, dict) else headers), ("content-length", str(len(data)))]
         try:
             return await asyncio.wait_for(
                 self._session.post(url, headers=headers, data=data, allow_redirects=False,
@@ -333,7 +338,11 @@ class Relay:
                 self._succeeded(target)
             if not held and resp.headers.get("content-length") and not ctype.startswith("text/event-stream"):
                 # a whole answer of known length: one read, one write
-                whole = web.Response(status=resp.status, reason=resp.reason, body=await resp.read())
+                try:
+                    data = await resp.read()
+                except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                    return await self._cut(request, resp, target, e)
+                whole = web.Response(status=resp.status, reason=resp.reason, body=data)
                 _copy_headers(resp, whole)
                 if attempts:
                     whole.headers["x-turnout-failover-tried"] = _tried(attempts)
@@ -359,6 +368,24 @@ class Relay:
             return out
         finally:
             resp.release()
+
+    @staticmethod
+    async def _cut(
+        request: web.Request, resp: aiohttp.ClientResponse, target: Target, e: BaseException
+    ) -> web.StreamResponse:
+        """The provider's answer broke off before its declared length: the client's copy breaks off too
+        (its headers, then the connection closed), so mitmproxy sees the cut it would have seen itself."""
+        log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
+        out = web.StreamResponse(status=resp.status, reason=resp.reason)
+        _copy_headers(resp, out)
+        out.content_length = int(resp.headers["content-length"])
+        try:
+            await out.prepare(request)
+        except (ConnectionError, RuntimeError):
+            pass
+        if request.transport is not None:
+            request.transport.close()
+        return out
 
     @staticmethod
     async def _hold(resp: aiohttp.ClientResponse, call: Call, held: list[bytes]) -> None:
@@ -526,7 +553,7 @@ class Relay:
         }.get(reason, (502, "turnout_upstream_error", "upstream_error", "false"))
         message = f"turnout: the provider could not be reached or did not answer ({reason}; tried {tried})"
         body = {"type": "error", "error": {"message": message, "type": type_, "param": None, "code": code}}
-        headers = {"x-should-retry": retry}
+        headers = {"x-should-retry": retry, GATEWAY_ERROR: message}
         if call.failover:
             headers["x-turnout-failover-tried"] = tried
         return web.json_response(body, status=status, headers=headers)

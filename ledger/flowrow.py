@@ -139,6 +139,9 @@ def build_row(
             response_text = json.dumps(partial, ensure_ascii=False) if partial is not None else None
     if error is None and llm.body_error and llm.endpoint:
         error = llm.body_error
+    if llm.gateway_error:  # no provider answer, as when mitmproxy's own leg fails: no status, why
+        row["status_code"] = None
+        error = llm.gateway_error
     row["error"] = error
     row["ended_at"] = iso_utc(end)
     row["latency_ms"] = round((end - llm.started) * 1000, 3)

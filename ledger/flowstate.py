@@ -53,6 +53,8 @@ class LLMFlow:
     body_changed: bool = False  # Forward re-serialises the body when an addon changed it
     usage_injected: bool = False  # we asked upstream for stream usage the client did not
     served_locally: bool = False  # answered by the proxy (cache, budget, breaker): never upstream
+    # the relay answered for a provider that gave no answer (unreachable, no headers in time): why
+    gateway_error: str | None = None
     columns: dict[str, Any] = field(default_factory=dict)  # ledger columns the addons add
     response_headers: dict[str, str] = field(default_factory=dict)  # x-turnout-* headers for the client
     # Called with the finished ledger row before it is written (settle a budget, price a counterfactual).

@@ -81,15 +81,27 @@ class LatencyRelay:
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
+            loop.close()
 
-        threading.Thread(target=run, name="latency-relay", daemon=True).start()
+        self._thread = threading.Thread(target=run, name="latency-relay", daemon=True)
+        self._thread.start()
         ready.wait(10)
         return self
 
+    async def _shutdown(self) -> None:
+        """Close the server and every piped connection, so no task outlives the loop."""
+        assert self._server is not None
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.get_running_loop().stop()
+
     def stop(self) -> None:
         if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            self._thread.join(10)
 
 
 if __name__ == "__main__":
