@@ -163,18 +163,22 @@ def fit_task_model(
     )
 
 
-TRAIN_SET = Path(__file__).parent / "data" / "task_train_api.jsonl"
+TRAIN_SETS = (
+    Path(__file__).parent / "data" / "task_train_api.jsonl",
+    Path(__file__).parent / "data" / "task_train_api_more.jsonl",
+)
 
 
-def train_shipped(out: Path = MODEL_PATH, *, c: float = 3.0, keep: int = 20000) -> dict[str, Any]:
-    """Train on task_train_api.jsonl plus the eval set's tuning half; report the held-out half (never trained on)."""
+def train_shipped(out: Path = MODEL_PATH, *, c: float = 3.0, keep: int = 80000) -> dict[str, Any]:
+    """Train on the training sets plus the eval set's tuning half; report the held-out half (never trained on)."""
     from .task_eval import EVAL_SET, half_of
 
     def load(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     evals = load(EVAL_SET)
-    rows = load(TRAIN_SET) + [r for r in evals if half_of(r["id"]) == "tuning"]
+    train = {path.name: load(path) for path in TRAIN_SETS}
+    rows = [r for rs in train.values() for r in rs] + [r for r in evals if half_of(r["id"]) == "tuning"]
     held = [r for r in evals if half_of(r["id"]) == "held-out"]
     from .features import extract_features
 
@@ -182,7 +186,7 @@ def train_shipped(out: Path = MODEL_PATH, *, c: float = 3.0, keep: int = 20000) 
     correct = sum(model.predict(extract_features(r["body"])) == r["task"] for r in held)
     report = {
         "trained_on": {
-            "task_train_api.jsonl": len(rows) - (len(evals) - len(held)),
+            **{name: len(rs) for name, rs in train.items()},
             "task_eval_api.jsonl tuning half": len(evals) - len(held),
         },
         "held_out": {"rows": len(held), "accuracy": round(correct / len(held), 4)},

@@ -1,8 +1,9 @@
 """Task label for a request: one of :data:`TASKS`, by ordered rules.
 
-We have no labelled task data, so this is a transparent rule list rather than
-a learned model; it is deterministic, costs a few microseconds and each label
-can be explained by the rule that fired. Rules run in priority order and the
+A transparent rule list: deterministic, cheap, and each label explained by the
+rule that fired. The shipped classifier (router/task_model.py) is learned over
+these rules, whose label is one of its features; without its artifact the rules
+decide alone. Rules run in priority order and the
 first match wins:
 
 1. ``tool_use``: the request declares tools (unless ``tool_choice`` is

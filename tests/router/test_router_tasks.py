@@ -94,4 +94,4 @@ def test_task_accuracy_on_api_style_requests_holds():
     assert rules["tuning"].accuracy >= 0.9  # the rules were tuned looking at this half
     assert rules["held-out"].accuracy >= 0.6, rules["held-out"].confusions[:8]  # the honest number (0.26 before)
     learned = task_accuracy()  # the shipped learned model over the rules: trained on other rows and the tuning half
-    assert learned["held-out"].accuracy >= 0.7, learned["held-out"].confusions[:8]
+    assert learned["held-out"].accuracy >= 0.75, learned["held-out"].confusions[:8]
