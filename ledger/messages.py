@@ -185,7 +185,8 @@ def _gemini_content(content: Any, default_role: str, *, role: str | None = None)
         role = role or default_role
     elif isinstance(content, dict):
         parts = content.get("parts")
-        role = role or _GEMINI_ROLES.get(content.get("role") or "", default_role)
+        given = content.get("role")
+        role = role or _GEMINI_ROLES.get(given if isinstance(given, str) else "", default_role)
     else:
         return
     for part in parts if isinstance(parts, list) else ():

@@ -270,3 +270,9 @@ _JSON = st.recursive(
 def test_any_json_body_is_read_without_falling_back(body):
     """Whatever shape a client sends, the extractor reads it (a fallback would make the request unroutable)."""
     assert features.UNREADABLE not in features.extract_features(body).uses
+
+
+def test_a_gemini_shaped_content_whose_role_is_not_a_string_is_still_read():
+    """Found by the property test above: `{"content": {"role": [None]}}` made the Gemini walker raise."""
+    f = features.extract_features({"content": {"role": [None]}})
+    assert features.UNREADABLE not in f.uses
