@@ -25,6 +25,7 @@ from typing import Any
 from .apgr import apgr
 from .calibration import calibration_error, fit_pass_calibration, group_keys
 from .difficulty import DifficultyModel, load_model
+from .features import RequestFeatures
 from .train import TrainRow, calibration_table, features_for, fit, read_rows, split_rows
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "routellm_train.jsonl"
@@ -92,34 +93,40 @@ def split_three(rows: Sequence[TrainRow], seed: int = 0) -> tuple[list[int], lis
     return sorted(train), sorted(val), sorted(test)
 
 
+def pass_probabilities(
+    model: DifficultyModel, rows: Sequence[TrainRow], feats: Sequence[RequestFeatures] | None = None
+) -> list[float]:
+    """The model's probability that the cheaper model passes each row: what the router orders requests
+    by, calibrated to the row's groups where the model is. `feats`: the rows' features, if already known."""
+    scores = [model.score(f) for f in (feats if feats is not None else [features_for(r) for r in rows])]
+    cal = model.pass_calibration
+    return [cal.probability(s, r.groups) for s, r in zip(scores, rows)] if cal else scores
+
+
+def _apgr(probabilities: Sequence[float], rows: Sequence[TrainRow]) -> float:
+    return round(apgr(probabilities, [r.strong_correct for r in rows], [r.weak_correct for r in rows]), 4)
+
+
 def score_apgr(model: DifficultyModel, rows: Sequence[TrainRow]) -> float:
     """APGR of what the router orders requests by: the pass probability, calibrated per group where it is."""
-    scores = [pass_probability(model, r) for r in rows]
-    return round(apgr(scores, [r.strong_correct for r in rows], [r.weak_correct for r in rows]), 4)
+    return _apgr(pass_probabilities(model, rows), rows)
 
 
-def pass_probability(model: DifficultyModel, row: TrainRow) -> float:
-    """The model's probability that the cheaper model passes `row`: calibrated to its groups where it can be."""
-    score = model.score(features_for(row))
-    return model.pass_calibration.probability(score, row.groups) if model.pass_calibration else score
+def _ece(probabilities: Sequence[float], rows: Sequence[TrainRow]) -> float:
+    return calibration_error(probabilities, [r.weak_correct >= 1 for r in rows])
 
 
-def model_calibration_error(model: DifficultyModel, rows: Sequence[TrainRow]) -> float:
-    return calibration_error([pass_probability(model, r) for r in rows], [r.weak_correct >= 1 for r in rows])
-
-
-def by_task(new: DifficultyModel, old: DifficultyModel, rows: Sequence[TrainRow]) -> tuple[dict[str, Any], ...]:
-    """Measured pass rate per task next to each model's mean pass probability: where calibration matters."""
-    groups: dict[str, list[TrainRow]] = {}
-    for r in rows:
-        groups.setdefault(r.source.removeprefix("ledger:"), []).append(r)
+def by_task(rows: Sequence[TrainRow], new: Sequence[float], old: Sequence[float]) -> tuple[dict[str, Any], ...]:
+    """Measured pass rate per task next to each model's mean pass probability (`new`, `old`: per row)."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.source.removeprefix("ledger:"), []).append(i)
     out = []
-    for task, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        n = len(rs)
+    for task, idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        n = len(idx)
         out.append({
-            "task": task, "rows": n, "pass_rate": round(sum(r.weak_correct for r in rs) / n, 4),
-            "new": round(sum(pass_probability(new, r) for r in rs) / n, 4),
-            "shipped": round(sum(pass_probability(old, r) for r in rs) / n, 4),
+            "task": task, "rows": n, "pass_rate": round(sum(rows[i].weak_correct for i in idx) / n, 4),
+            "new": round(sum(new[i] for i in idx) / n, 4), "shipped": round(sum(old[i] for i in idx) / n, 4),
         })  # fmt: skip
     return tuple(out)
 
@@ -153,12 +160,13 @@ def train_from_ledger(
     n_base = len(base_train)
     candidates: dict[float, DifficultyModel] = {}
     val_apgr: dict[float, float] = {}
+    val_feats, test_feats = [features_for(r) for r in val_rows], [features_for(r) for r in test_rows]
     for w in weights:
         model = fit(rows, train_idx, seed, sample_weight=[1.0] * n_base + [w] * (len(rows) - n_base), feats=feats)
-        candidates[w], val_apgr[w] = model, score_apgr(model, val_rows)
+        candidates[w], val_apgr[w] = model, _apgr(pass_probabilities(model, val_rows, val_feats), val_rows)
     best = max(weights, key=lambda w: (val_apgr[w], -w))
     model = candidates[best]
-    val_scores = [model.score(features_for(r)) for r in val_rows]
+    val_scores = [model.score(f) for f in val_feats]
     calibration = fit_pass_calibration(
         val_scores, [r.weak_correct >= 1 for r in val_rows], [r.groups for r in val_rows]
     )
@@ -177,8 +185,9 @@ def train_from_ledger(
         calibration=tuple(calibration_table(val_scores, val_rows)),
         pass_calibration=calibration,
     )
-    new_apgr, old_apgr = score_apgr(model, test_rows), score_apgr(shipped, test_rows)
-    new_ece, old_ece = model_calibration_error(model, test_rows), model_calibration_error(shipped, test_rows)
+    p_new, p_old = pass_probabilities(model, test_rows, test_feats), pass_probabilities(shipped, test_rows, test_feats)
+    new_apgr, old_apgr = _apgr(p_new, test_rows), _apgr(p_old, test_rows)
+    new_ece, old_ece = _ece(p_new, test_rows), _ece(p_old, test_rows)
     better = new_apgr > old_apgr
     reason = (
         f"held-out APGR {new_apgr:.3f} vs the shipped model's {old_apgr:.3f}"
@@ -191,5 +200,5 @@ def train_from_ledger(
         model.save(out)
     return LedgerTrainReport(
         len(ledger_rows), len(tr), len(va), len(te), best, val_apgr, new_apgr, old_apgr, new_ece, old_ece,
-        better, reason, str(out) if better else None, by_task(model, shipped, test_rows),
+        better, reason, str(out) if better else None, by_task(test_rows, p_new, p_old),
     )  # fmt: skip
