@@ -360,9 +360,7 @@ class Relay:
                 async for data in resp.content.iter_any():
                     await _write(out, data)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
-                if request.transport is not None:  # end the client's copy cut too, never as if complete
-                    request.transport.close()
+                _cut_off(request, target, e)  # the client's copy ends cut too, never as if complete
                 return out
             await out.write_eof()
             return out
@@ -375,7 +373,6 @@ class Relay:
     ) -> web.StreamResponse:
         """The provider's answer broke off before its declared length: the client's copy breaks off too
         (its headers, then the connection closed), so mitmproxy sees the cut it would have seen itself."""
-        log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
         out = web.StreamResponse(status=resp.status, reason=resp.reason)
         _copy_headers(resp, out)
         out.content_length = int(resp.headers["content-length"])
@@ -383,8 +380,7 @@ class Relay:
             await out.prepare(request)
         except (ConnectionError, RuntimeError):
             pass
-        if request.transport is not None:
-            request.transport.close()
+        _cut_off(request, target, e)
         return out
 
     @staticmethod
@@ -572,6 +568,13 @@ async def _write(out: web.StreamResponse, data: bytes) -> None:
         await out.write(data)
     except (ConnectionError, RuntimeError) as e:  # aiohttp: ClientConnectionResetError / "closing transport"
         raise _ClientGone(out) from e
+
+
+def _cut_off(request: web.Request, target: Target, e: BaseException) -> None:
+    """The provider's answer broke off mid-body: say so and close the client's connection under it."""
+    log.warning("turnout: %s's answer was cut mid-body (%s)", target, e)
+    if request.transport is not None:
+        request.transport.close()
 
 
 def _copy_headers(resp: aiohttp.ClientResponse, out: web.StreamResponse) -> None:
