@@ -42,6 +42,7 @@ def default_addons() -> list[object]:
     from .route import Route
     from .services import Services
     from .shadow import Shadow
+    from .shared_state import SharedState
     from .timeouts import UpstreamTimeouts
 
     services = Services()  # the ledger writer, prices and health, shared explicitly
@@ -51,11 +52,12 @@ def default_addons() -> list[object]:
         ConnectionLog(),  # mitmproxy's routine per-connection log lines, off unless asked for
         ErrorPage(),  # mitmproxy's own error answers (upstream unreachable) as provider-style JSON
         Prices(services),
+        SharedState(services),  # before Cache, Breakers and Budget: the Redis they share with other instances
         Intercept(services),
         Attribute(),
         Route(services),
         Cache(services),
-        Breakers(),
+        Breakers(services),
         Budget(services),
         Forward(services),
         Shadow(services),  # samples what Forward sends; compares off the client's path once the call is recorded

@@ -22,17 +22,20 @@ from turnout.ledger.breakers import (
     request_fingerprint,
 )
 from turnout.ledger.request_size import max_output
+from turnout.ledger.shared_state import StateUnavailable
 from turnout.router.tokens import preload
 
 from . import config, state
 from .guard import fail_closed
 from .limits import flow_prompt_tokens, refuse, scope_props
+from .services import Services
 
 log = logging.getLogger(__name__)
 
 
 class Breakers:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, services: Services | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.services = services or Services()  # `state`: loop counts and spike buckets shared with other instances
         self.clock = clock  # injected by tests: loop windows and buckets without sleeping
         self.config = BreakerConfig()
         self.loops = LoopDetector(0, 0)
@@ -59,7 +62,14 @@ class Breakers:
             return
         now = self.clock()
         cfg = self.config
-        if self.loops.enabled and self.loops.hit(llm.api_key_fp, request_fingerprint(llm.endpoint, llm.body), now):
+        store = self.services.state
+        try:
+            looping = self.loops.enabled and await self._loop_hit(store, llm, now)
+        except StateUnavailable as e:
+            if self._state_down(flow, llm, e):
+                return
+            looping = False
+        if looping:
             log.warning("turnout: retry loop from key %s on %s: refused", llm.api_key_fp, llm.path)
             refuse(
                 flow, llm, blocked_by="loop", type="requests", code="loop_detected",
@@ -79,7 +89,12 @@ class Breakers:
             tokens = await flow_prompt_tokens(flow, llm) + max_output(llm.body, cfg.default_max_output)
             if flow.error or not flow.live:  # killed (mitmweb, shutdown) while we counted
                 return
-            refused = self.spikes.check(scope_props(llm), tokens, self.clock())
+            try:
+                refused = await self._spike(store, scope_props(llm), tokens)
+            except StateUnavailable as e:
+                if self._state_down(flow, llm, e):
+                    return
+                refused = None
             if refused is not None:
                 spec, value, wait = refused
                 who = "" if spec.scope == "global" else f" for {spec.scope} {value}"
@@ -89,3 +104,36 @@ class Breakers:
                     message=f"turnout: spike limit{who} ({limits}); retry in {wait:.1f}s",
                     retry_after=wait,
                 )  # fmt: skip
+
+    async def _loop_hit(self, store, llm: state.LLMFlow, now: float) -> bool:
+        fingerprint = request_fingerprint(llm.endpoint, llm.body)
+        if store is None:
+            return self.loops.hit(llm.api_key_fp, fingerprint, now)
+        count = await store.loop_count(f"{llm.api_key_fp or '-'}:{fingerprint}", self.loops.window, f"{now}:{id(llm)}")
+        return count > self.loops.threshold
+
+    async def _spike(self, store, props: dict[str, str | None], tokens: int):
+        if store is None:
+            return self.spikes.check(props, tokens, self.clock())
+        buckets = self.spikes.buckets_for(props, tokens)
+        if not buckets:
+            return None
+        keys = [
+            (f"{self.spikes.specs.index(spec)}:{kind}:{value}", rate, amount)
+            for spec, value, kind, rate, amount in buckets
+        ]
+        i, wait = await store.spike(keys)
+        if i == 0:
+            return None
+        spec, value, *_ = buckets[i - 1]
+        return spec, value, wait
+
+    def _state_down(self, flow: http.HTTPFlow, llm: state.LLMFlow, e: Exception) -> bool:
+        """Shared counters unreachable: `on_state_error = "closed"` refuses (True), "open" admits unchecked."""
+        if self.config.on_state_error != "closed":
+            return False
+        refuse(
+            flow, llm, blocked_by="breakers", type="turnout_state_unavailable", code="state_unavailable",
+            status=503, retry_after=1, message=f"turnout: the breakers cannot be checked: {e}",
+        )  # fmt: skip
+        return True

@@ -79,6 +79,7 @@ class Cache:
         self.replay_conn = None
         self.replay_keys: dict[str, str] = {}
         self._replay_recordings: list[tuple[str, dict[str, Any]]] | None = None
+        self._tasks: set = set()  # answers on their way into the shared store
         self._from_config: set[str] = set()  # options the config's [cache] table set (a reload may change them)
 
     def load(self, loader) -> None:
@@ -214,7 +215,7 @@ class Cache:
     # -- the request path --------------------------------------------------------------------
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         llm = state.get(flow)
         if llm is None or flow.response or flow.error or not isinstance(llm.body, dict):
             return
@@ -250,6 +251,12 @@ class Cache:
         elif bypass:
             llm.columns["cache"] = "bypass"
             llm.response_headers["x-turnout-cache"] = "bypass"
+        elif self.services.state is not None:
+            found = await self._shared_lookup(key)
+            if found is not None and self._serve(flow, llm, None, key, "hit", found):
+                return
+            llm.columns["cache"] = "miss"
+            llm.response_headers["x-turnout-cache"] = "miss"
         else:
             entry, expired = self.index.lookup(key, self.clock())
             if entry is not None and self._serve(flow, llm, self.conn, key, "hit"):
@@ -262,8 +269,30 @@ class Cache:
             canonical_text = key_text if not self.fuzzy else None  # already serialised: don't do it twice
             llm.on_record.append(lambda row: self._store(flow, llm, key, scope, canonical, row, canonical_text))
 
-    def _serve(self, flow: http.HTTPFlow, llm: state.LLMFlow, conn, key: str, how: str) -> bool:
-        entry = self.hot.get(key) if conn is self.conn else None
+    async def _shared_lookup(self, key: str) -> dict[str, Any] | None:
+        """The fleet's entry for this key (this instance's recent ones from memory); None on a miss or when
+        Redis is unreachable — then the call simply goes upstream."""
+        from turnout.ledger.shared_state import StateUnavailable
+
+        entry = self.hot.get(key)
+        if entry is None:
+            try:
+                entry = await self.services.state.cache_get(key)
+            except StateUnavailable as e:
+                log.debug("turnout: cache lookup skipped: %s", e)
+                return None
+            if entry is not None:
+                self.hot.put(key, entry)
+        ttl = self.index.limits.ttl
+        if entry is not None and ttl > 0 and self.clock() - parse_iso(entry["created_at"]) > ttl:
+            self.hot.discard(key)
+            return None
+        return entry
+
+    def _serve(self, flow: http.HTTPFlow, llm: state.LLMFlow, conn, key: str, how: str,
+               entry: dict[str, Any] | None = None) -> bool:  # fmt: skip
+        if entry is None:
+            entry = self.hot.get(key) if conn is self.conn else None
         if entry is None and conn is not None:
             entry = read_entry(conn, key)
             if entry is not None and conn is self.conn:
@@ -374,6 +403,26 @@ class Cache:
         writer.submit("cache_entries", entry)
         self.hot.put(key, _hot(entry))
         self._delete(self.index.add(key, len(text), now))
+        if self.services.state is not None:
+            self._share(key, entry)
+
+    def _share(self, key: str, entry: dict[str, Any]) -> None:
+        """The answer into Redis for every instance, off the call's path; lost only while Redis is down."""
+        import asyncio
+
+        limits = self.index.limits
+        work = self.services.state.cache_put(
+            key, entry["response_body"], entry["created_at"], entry["cost_usd"],
+            ttl=limits.ttl, max_entries=limits.max_entries, max_bytes=limits.max_bytes,
+        )  # fmt: skip
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._shared_done)
+
+    def _shared_done(self, task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("turnout: cached answer not shared: %s", task.exception())
 
     def done(self) -> None:
         if state.shutting_down():

@@ -54,8 +54,9 @@ def refuse(
     code: str,
     message: str,
     retry_after: float | None = None,
+    status: int = 429,
 ) -> None:
-    """Answer 429 in the provider's error shape; the request never reaches the provider."""
+    """Answer 429 (or `status`) in the provider's error shape; the request never reaches the provider."""
     headers = {"x-turnout-blocked-by": blocked_by}
     if retry_after is not None and math.isfinite(retry_after):
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
@@ -64,5 +65,5 @@ def refuse(
     llm.served_locally = True
     llm.columns["blocked_by"] = blocked_by
     flow.response = state.json_response(
-        429, llm.provider.error_body(status=429, message=message, type=type, code=code), headers
+        status, llm.provider.error_body(status=status, message=message, type=type, code=code), headers
     )

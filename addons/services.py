@@ -3,7 +3,7 @@ each addon that needs it, the way `llm` passes its `db` — no addon looks anoth
 
 Who fills what: LedgerStore opens `writer` (`turnout_db`) and sets `durable`; Prices loads `prices`;
 Intercept parses `provider_hosts` (`turnout_hosts`); Forward `upstream_urls`; Failover `circuits`;
-Record sets `draining` at shutdown; Shadow keeps
+Record sets `draining` at shutdown; SharedState `state` (Budget, Breakers and Cache use it); Shadow keeps
 the measured `quality` per routing group and the groups it `reverted`, which Route reads. Who reads
 it: Intercept asks `refusal()`, Cache and Budget write through `writer`, Budget, Route and Record
 price with `prices`, Metrics watches the writer's health.
@@ -41,6 +41,9 @@ class Services:
     # where failover sends a fallback target in a run with --upstream.
     upstream_urls: dict[str, str] = field(default_factory=dict)
     circuits: dict[str, str] = field(default_factory=dict)  # provider -> failover circuit state (Failover)
+    # SharedState's Redis (`turnout_state`), or None: budgets, breakers and the cache keep their state here
+    state: Any = None
+    state_lease: float = 900.0
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="send provider traffic to this base URL instead; PROVIDER=URL for one provider (repeatable)",
         )
         sp.add_argument("--config", help="turnout's TOML config file")
+        sp.add_argument(
+            "--state",
+            metavar="redis://HOST:PORT/DB",
+            help="share budgets, limits, loop counters and the cache with other instances through this Redis",
+        )
         sp.add_argument("--record", metavar="FILE", help="record every LLM call into this ledger file (replaces --db)")
         sp.add_argument(
             "--replay",

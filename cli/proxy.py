@@ -47,6 +47,8 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
         argv += ["--set", f"turnout_upstream={bare}"]
     if args.config:
         argv += ["--set", f"turnout_config={Path(args.config).expanduser().absolute()}"]
+    if getattr(args, "state", None):
+        argv += ["--set", f"turnout_state={args.state}"]
     if getattr(args, "record", None):
         argv += ["--set", "turnout_record=true"]  # the ledger itself is the recording (args.db)
     if getattr(args, "replay", None):

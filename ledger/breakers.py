@@ -135,6 +135,18 @@ class SpikeLimiter:
         self._sweep_at = max(self.sweep_threshold, 2 * len(self.buckets))
         return len(full)
 
+    def buckets_for(self, props: dict[str, str | None], tokens: int) -> list[tuple[SpikeSpec, str, str, float, float]]:
+        """(spec, value, kind, rate per minute, amount) of every bucket the request falls under."""
+        out = []
+        for spec in self.specs:
+            value = "*" if spec.scope == "global" else props.get(spec.scope)
+            if value is None:
+                continue
+            for kind, rate, amount in (("rpm", spec.rpm, 1.0), ("tpm", spec.tpm, float(tokens))):
+                if rate is not None:
+                    out.append((spec, value, kind, rate, amount))
+        return out
+
     def check(self, props: dict[str, str | None], tokens: int, now: float) -> tuple[SpikeSpec, str, float] | None:
         """Take one request and `tokens` from every bucket the request falls under; on refusal
         take nothing and return (spec, value, seconds until it would pass)."""
@@ -188,6 +200,7 @@ class BreakerConfig(NamedTuple):
     cap_when_unset: bool = True
     default_max_output: int = 4096
     spikes: tuple[SpikeSpec, ...] = ()
+    on_state_error: str = "open"  # shared state unreachable: admit ("open") or refuse with 503 ("closed")
 
     def cap_for(self, feature: str | None) -> int | None:
         if feature is not None and feature in self.output_cap_features:
@@ -203,6 +216,7 @@ _BREAKER_KEYS = {
     "cap_when_unset",
     "default_max_output",
     "spike",
+    "on_state_error",
 }
 
 
@@ -223,7 +237,11 @@ def parse_breakers(table: dict[str, Any]) -> BreakerConfig:
     if not isinstance(cap_when_unset, bool):
         raise ValueError(f"{where}: cap_when_unset must be true or false")
     default_max = parse_number(table, "default_max_output", where, integer=True)
+    on_state_error = table.get("on_state_error", "open")
+    if on_state_error not in ("open", "closed"):
+        raise ValueError(f'{where}: on_state_error must be "open" or "closed", got {on_state_error!r}')
     return BreakerConfig(
+        on_state_error=on_state_error,
         loop_threshold=loop_threshold,
         loop_window=loop_window,
         output_cap=output_cap,

@@ -30,6 +30,7 @@ class BudgetSpec:
     throttle_at: float | None = None
     throttle_rpm: int | None = None
     block: bool = True
+    on_state_error: str = "closed"  # shared state unreachable: refuse ("closed") or admit uncounted ("open")
 
     @property
     def window_label(self) -> str:
@@ -83,6 +84,7 @@ _SPEC_KEYS = {
     "throttle_at",
     "throttle_rpm",
     "block",
+    "on_state_error",
 }
 
 
@@ -134,6 +136,9 @@ def parse_budgets(entries: Any) -> list[BudgetSpec]:
         block = spec.get("block", True)
         if not isinstance(block, bool):
             raise ValueError(f"{where}: block must be true or false")
+        on_state_error = spec.get("on_state_error", "closed" if block else "open")
+        if on_state_error not in ("closed", "open"):
+            raise ValueError(f'{where}: on_state_error must be "closed" or "open", got {on_state_error!r}')
         match = spec.get("match")
         if match is not None and (not isinstance(match, str) or scope == "global"):
             raise ValueError(f"{where}: match must be a string, for a scope other than global")
@@ -149,6 +154,7 @@ def parse_budgets(entries: Any) -> list[BudgetSpec]:
                 name=name, scope=scope, match=match, window=window, rolling=rolling,
                 usd=usd, tokens=tokens, requests=requests,
                 alert_at=alert_at, throttle_at=throttle_at, throttle_rpm=throttle_rpm, block=block,
+                on_state_error=on_state_error,
             )
         )  # fmt: skip
     return out

@@ -170,3 +170,12 @@ def make_proxy(tmp_path: Path, certs_dir: Path, upstream: UpstreamServer):
 @pytest.fixture
 def proxy(make_proxy) -> Proxy:
     return make_proxy()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    from redis_server import RedisServer
+
+    srv = RedisServer(tmp_path).start()
+    yield srv
+    srv.stop()

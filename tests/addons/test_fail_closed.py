@@ -4,6 +4,7 @@ the rest of the chain — Budget, Breakers, Forward's upstream redirect — be s
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 
 from mitmproxy import http
@@ -43,7 +44,9 @@ def test_a_raising_hook_answers_500_and_nothing_is_forwarded(tmp_path, monkeypat
         monkeypatch.setattr(cache_module, "canonical_request", broken)
         f = llm_request()
         for addon in (intercept, cache, forward):
-            addon.request(f)
+            result = addon.request(f)
+            if inspect.isawaitable(result):
+                asyncio.run(result)
         assert f.response is not None and f.response.status_code == 500
         err = json.loads(f.response.content)["error"]
         assert (

@@ -101,7 +101,7 @@ class Chain:
 def chain(tmp_path: Path, config: str = "", **options: Any) -> Iterator[Chain]:
     clock, services = Clock(), Services()
     intercept, attribute = Intercept(services), Attribute()
-    cache, breakers, budget = Cache(services, clock), Breakers(clock), Budget(services, clock)
+    cache, breakers, budget = Cache(services, clock), Breakers(services, clock), Budget(services, clock)
     forward, record, store = Forward(services), Record(services), LedgerStore(services)
     addons = [Prices(services), intercept, attribute, cache, breakers, budget, forward, record, store]
     cfg = tmp_path / "turnout.toml"
