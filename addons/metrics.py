@@ -73,6 +73,19 @@ class MetricSet:
         self.ledger_rejected = Gauge(
             "turnout_ledger_rejected_rows", "Rows SQLite refused, kept as events rows", registry=r
         )
+        self.state_up = Gauge(
+            "turnout_state_up",
+            "1 while the shared state (--state) answers, 0 while it is down; absent without it",
+            registry=r,
+        )
+        self.state_errors = Gauge(
+            "turnout_state_errors", "Shared-state calls that failed or timed out since start", registry=r
+        )
+
+    def watch_state(self, services: Any) -> None:
+        """`services.state` may be replaced by a config reload: read it at every scrape."""
+        self.state_up.set_function(lambda: float("nan") if services.state is None else float(services.state.healthy))
+        self.state_errors.set_function(lambda: 0.0 if services.state is None else float(services.state.errors))
 
     def watch_writer(self, writer: Any) -> None:
         """Read the writer's health at every scrape (prometheus-client calls these on its own thread)."""
@@ -177,6 +190,7 @@ class Metrics:
             self.metrics.watch_writer(self.services.writer)
         if not self.metrics.quality_watched:
             self.metrics.watch_quality(self.services)
+            self.metrics.watch_state(self.services)
         try:
             self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
         except OSError as e:
