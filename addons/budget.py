@@ -59,7 +59,8 @@ class Budget:
         if store is not None and self.book.specs:
             if self.shared is None or self.shared.store is not store or self.shared.specs is not self.book.specs:
                 self.shared = SharedBudgets(self.book.specs, store, lease=self.services.state_lease)
-                store.on_connect.append(self._seed)
+                if self._seed not in store.on_connect:  # a config reload must not seed twice
+                    store.on_connect.append(self._seed)
             return  # the windows live in Redis: rebuilt from the ledger once per Redis lifetime (`_seed`)
         self.shared = None
         if updated & {"turnout_config", "turnout_db"} and self.book.specs:

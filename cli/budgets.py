@@ -2,7 +2,8 @@
 
 Spend is rebuilt from the ledger exactly as the proxy rebuilds it on start. Reservations live
 only inside a running proxy: this command shows them as 0 (the in-flight requests are not yet
-in the ledger).
+in the ledger). With `--state redis://…` it shows the fleet's counters instead: every instance's
+spend and the reservations in flight, as the proxies sharing that Redis see them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,31 @@ def budget_statuses(db_path: str, config_path: str | None, now: float | None = N
     return book.statuses(now)
 
 
+def shared_statuses(url: str, db_path: str, config_path: str | None) -> list[BudgetStatus]:
+    """The counters the ledger knows of (and every global / `match` budget), read from the shared state."""
+    import asyncio
+
+    from turnout.ledger.shared_budgets import SharedBudgets
+    from turnout.ledger.shared_state import RedisState, StateUnavailable
+
+    now = time.time()
+    local = budget_statuses(db_path, config_path, now)
+    specs = {s.name: s for s in parse_budgets(config.load_config(config_path).get("budgets"))}
+    wanted = [(specs[s.name], s.scope_value) for s in local if s.name in specs]
+
+    async def read() -> list[BudgetStatus]:
+        store = RedisState(url, timeout=5)
+        try:
+            return await SharedBudgets(list(specs.values()), store).statuses(wanted, now)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(read())
+    except StateUnavailable as e:
+        raise Failure(str(e)) from None
+
+
 def _amounts(s: BudgetStatus) -> tuple[str, str, str]:
     """(spent, limit, reserved) cells: one line per limited unit."""
     spent, limit, reserved = [], [], []
@@ -58,7 +84,10 @@ def _amounts(s: BudgetStatus) -> tuple[str, str, str]:
 
 def cmd_budgets(args: argparse.Namespace) -> int:
     try:
-        statuses = budget_statuses(args.db, args.config)
+        if args.state:
+            statuses = shared_statuses(args.state, args.db, args.config)
+        else:
+            statuses = budget_statuses(args.db, args.config)
     except ValueError as e:
         raise Failure(str(e)) from None
     if args.format == "json":
@@ -97,9 +126,14 @@ def cmd_budgets(args: argparse.Namespace) -> int:
             f"[{colour.get(s.state, 'white')}]{s.state}[/]\n[dim]{used}[/]",
         )
     console.print(table)
-    console.print(
-        "[dim]reserved: held by in-flight requests of a running proxy; always 0 here (read from the ledger).[/]"
-    )
+    if args.state:
+        console.print(
+            f"[dim]the fleet's counters, from {args.state.split('@')[-1]}: spend and reservations in flight.[/]"
+        )
+    else:
+        console.print(
+            "[dim]reserved: held by in-flight requests of a running proxy; always 0 here (read from the ledger).[/]"
+        )
     return 0
 
 
@@ -108,4 +142,7 @@ def register(subparsers) -> None:
     sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
     sp.add_argument("--config", help="turnout's TOML config file (its [[budgets]] tables)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp.add_argument(
+        "--state", metavar="redis://HOST:PORT/DB", help="show the fleet's counters from the proxies' shared state"
+    )
     sp.set_defaults(func=cmd_budgets)

@@ -123,6 +123,15 @@ class SharedBudgets:
         res.done = True
         await self.store.release(res.flow, [ck for _, _, ck in res.counters])
 
+    async def statuses(self, values: list[tuple[BudgetSpec, str]], now: float) -> list[BudgetStatus]:
+        """The fleet's view of these counters: spend and live reservations as Redis holds them."""
+        out = []
+        for spec, value in values:
+            ck, _, (rolling_ms, bucket_ms, _), resets = self._where(spec, value, now)
+            su, st, sr, ru, rt, rr = await self.store.read(ck, rolling_ms, bucket_ms)
+            out.append(_status(spec, value, Amount(su / MICRO, st, sr), Amount(ru / MICRO, rt, rr), resets))
+        return out
+
     def seed_entries(self, book: BudgetBook, now: float) -> list[tuple[str, str, int, int]]:
         """A ledger's spend (a book rebuilt from it) as additions to the shared counters."""
         entries: list[tuple[str, str, int, int]] = []

@@ -113,6 +113,32 @@ table.insert(out, 1, -1)
 return out
 """
 
+READ = """
+-- KEYS: spent, reservations; ARGV: now_ms, rolling_ms (0: calendar), bucket_ms. Reads only.
+local now, rolling, bucket = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {0, 0, 0, 0, 0, 0}
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local v = tonumber(all[j + 1])
+  if rolling == 0 then
+    if all[j] == 'u' then out[1] = v elseif all[j] == 't' then out[2] = v elseif all[j] == 'r' then out[3] = v end
+  else
+    local idx, unit = string.match(all[j], '^(%-?%d+):(%a)$')
+    if tonumber(idx) * bucket + bucket > now - rolling then
+      if unit == 'u' then out[1] = out[1] + v elseif unit == 't' then out[2] = out[2] + v else out[3] = out[3] + v end
+    end
+  end
+end
+local res = redis.call('HGETALL', KEYS[2])
+for j = 1, #res, 2 do
+  local ru, rt, rr, exp = string.match(res[j + 1], '^(%d+) (%d+) (%d+) (%d+)$')
+  if tonumber(exp) > now then
+    out[4] = out[4] + tonumber(ru); out[5] = out[5] + tonumber(rt); out[6] = out[6] + tonumber(rr)
+  end
+end
+return out
+"""
+
 SETTLE = """
 -- KEYS: settled marker, then per counter spent (2i+2), reservations (2i+3)
 -- ARGV: now_ms, flow, u, t, then per counter: rolling_ms (0: calendar), bucket_ms, ttl_s
@@ -407,6 +433,11 @@ class RedisState:
             keys += [ck.spent, ck.reservations]
             args += a
         return bool(await self.run("settle", SETTLE, keys, args))
+
+    async def read(self, ck: CounterKey, rolling_ms: int, bucket_ms: int) -> list[int]:
+        """(spent u, t, r, reserved u, t, r) of one counter, changing nothing."""
+        out = await self.run("read", READ, [ck.spent, ck.reservations], [_ms(self.clock()), rolling_ms, bucket_ms])
+        return [int(x) for x in out]
 
     async def release(self, flow: str, counters: list[CounterKey]) -> None:
         if counters:

@@ -4,12 +4,16 @@ and one cache across all of them, and each failure policy when Redis dies mid-ru
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import sqlite3
 import time
 from pathlib import Path
 
 import openai
 import pytest
+
+from conftest import turnout_cmd
 
 MSG = [{"role": "user", "content": "hello there"}]
 NO_CACHE = ("--set", "turnout_cache=false")
@@ -61,6 +65,15 @@ def test_a_budget_is_one_total_across_three_instances(make_proxy, redis_server, 
     assert outcomes.count("blocked") >= 40
     assert len({p.port for p, r in zip(proxies, range(3))}) == 3
     assert all(any(r["blocked_by"] is None for r in p.rows()) for p in proxies)  # every instance admitted some
+    # `turnout budgets --state` shows the fleet's total (the ledger given only names the counters)
+    out = subprocess.run(
+        turnout_cmd("budgets", "--state", redis_server.url, "--config", str(cfg), "--db", str(proxies[0].db),
+                    "--format", "json"),
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (fleet_status,) = json.loads(out)
+    assert fleet_status["spent_requests"] == 60 - outcomes.count("blocked")
+    assert abs(fleet_status["spent_usd"] - spent) < 1e-5 and fleet_status["reserved_requests"] == 0
 
 
 def test_a_call_paid_on_one_instance_is_a_hit_on_another_and_not_for_another_key(make_proxy, redis_server):
