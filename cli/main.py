@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--web-port", type=int, default=8081)
     sp.add_argument("--open", action="store_true", help="with --web: open a browser")
     sp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    sp.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="N proxy processes on one port (SO_REUSEPORT) sharing one ledger; N > 1 needs --state",
+    )  # fmt: skip
     sp.set_defaults(func=cmd_proxy)
 
     sp = sub.add_parser("env", help="print the exports that point a shell at the proxy")

@@ -73,6 +73,15 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     from mitmproxy.tools import main as mitm_main
 
     argv = mitmproxy_args(args, web=args.web)
+    workers = getattr(args, "workers", 1) or 1
+    if workers < 1:
+        raise UsageError("--workers must be 1 or more")
+    if workers > 1:
+        if args.web:
+            raise UsageError("--workers and --web do not go together: mitmweb shows one process's flows")
+        from .workers import run_workers
+
+        return run_workers(workers, argv, host=args.host, port=args.port, db=args.db, state=args.state)
     runner = mitm_main.mitmweb if args.web else mitm_main.mitmdump
     return runner(argv) or 0
 
