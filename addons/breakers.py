@@ -118,14 +118,11 @@ class Breakers:
         buckets = self.spikes.buckets_for(props, tokens)
         if not buckets:
             return None
-        keys = [
-            (f"{self.spikes.specs.index(spec)}:{kind}:{value}", rate, amount)
-            for spec, value, kind, rate, amount in buckets
-        ]
+        keys = [(f"{i}:{kind}:{value}", rate, amount) for i, _, value, kind, rate, amount in buckets]
         i, wait = await store.spike(keys)
         if i == 0:
             return None
-        spec, value, *_ = buckets[i - 1]
+        _, spec, value, *_ = buckets[i - 1]
         return spec, value, wait
 
     def _state_down(self, flow: http.HTTPFlow, llm: state.LLMFlow, e: Exception) -> bool:

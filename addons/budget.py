@@ -195,28 +195,23 @@ class Budget:
                 return max(1.0, c.admitted[0] + 60 - now)
         return None
 
-    def _settle(self, res: BudgetReservation, row: dict[str, Any]) -> None:
-        if isinstance(res, SharedReservation):
-            self._settle_shared(res, row)
-            return
-        if row.get("prompt_tokens") is None:  # no usage reported: the call cost nothing we know of
-            self.book.release(res)
-            return
+    def _settle(self, res: BudgetReservation | SharedReservation, row: dict[str, Any]) -> None:
+        """Replace the reservation by the real cost, or give it back when no usage was reported (the call cost
+        nothing we know of). Shared ones settle on the loop, off the call's path (Record is finishing the row)."""
+        unknown = row.get("prompt_tokens") is None
         tokens = int(row.get("prompt_tokens") or 0) + int(row.get("completion_tokens") or 0)
-        self.book.settle(res, row.get("cost_usd"), tokens, self.clock())
-
-    def _settle_shared(self, res: SharedReservation, row: dict[str, Any]) -> None:
-        """On the loop, off the call's path (Record is finishing the row): settle, or release when no usage."""
+        if not isinstance(res, SharedReservation):
+            if unknown:
+                self.book.release(res)
+            else:
+                self.book.settle(res, row.get("cost_usd"), tokens, self.clock())
+            return
         import asyncio
 
         shared = self.shared
         if shared is None:
             return
-        if row.get("prompt_tokens") is None:
-            work = shared.release(res)
-        else:
-            tokens = int(row.get("prompt_tokens") or 0) + int(row.get("completion_tokens") or 0)
-            work = self._settle_or_keep(res, row.get("cost_usd"), tokens)
+        work = shared.release(res) if unknown else self._settle_or_keep(res, row.get("cost_usd"), tokens)
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._settled)

@@ -135,33 +135,29 @@ class SpikeLimiter:
         self._sweep_at = max(self.sweep_threshold, 2 * len(self.buckets))
         return len(full)
 
-    def buckets_for(self, props: dict[str, str | None], tokens: int) -> list[tuple[SpikeSpec, str, str, float, float]]:
-        """(spec, value, kind, rate per minute, amount) of every bucket the request falls under."""
+    def buckets_for(
+        self, props: dict[str, str | None], tokens: int
+    ) -> list[tuple[int, SpikeSpec, str, str, float, float]]:
+        """(spec index, spec, value, kind, rate per minute, amount) of every bucket the request falls under."""
         out = []
-        for spec in self.specs:
+        for i, spec in enumerate(self.specs):
             value = "*" if spec.scope == "global" else props.get(spec.scope)
             if value is None:
                 continue
             for kind, rate, amount in (("rpm", spec.rpm, 1.0), ("tpm", spec.tpm, float(tokens))):
                 if rate is not None:
-                    out.append((spec, value, kind, rate, amount))
+                    out.append((i, spec, value, kind, rate, amount))
         return out
 
     def check(self, props: dict[str, str | None], tokens: int, now: float) -> tuple[SpikeSpec, str, float] | None:
         """Take one request and `tokens` from every bucket the request falls under; on refusal
         take nothing and return (spec, value, seconds until it would pass)."""
         takes: list[tuple[TokenBucket, float]] = []
-        for i, spec in enumerate(self.specs):
-            value = "*" if spec.scope == "global" else props.get(spec.scope)
-            if value is None:
-                continue
-            for kind, rate, amount in (("rpm", spec.rpm, 1.0), ("tpm", spec.tpm, float(tokens))):
-                if rate is None:
-                    continue
-                b = self._bucket(i, kind, value, rate, now)
-                if b.available(now) + 1e-9 < min(amount, b.capacity):
-                    return spec, value, b.retry_after(amount, now)
-                takes.append((b, amount))
+        for i, spec, value, kind, rate, amount in self.buckets_for(props, tokens):
+            b = self._bucket(i, kind, value, rate, now)
+            if b.available(now) + 1e-9 < min(amount, b.capacity):
+                return spec, value, b.retry_after(amount, now)
+            takes.append((b, amount))
         for b, amount in takes:
             b.take(amount, now)
         return None
