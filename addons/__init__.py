@@ -26,6 +26,7 @@ def default_addons() -> list[object]:
     from .breakers import Breakers
     from .budget import Budget
     from .cache import Cache
+    from .central_ledger import CentralLedger
     from .connectionlog import ConnectionLog
     from .contentviews import ContentViews
     from .debugchecks import DebugChecks
@@ -63,6 +64,7 @@ def default_addons() -> list[object]:
         Shadow(services),  # samples what Forward sends; compares off the client's path once the call is recorded
         Record(services),
         LedgerStore(services),  # after Record: `done` runs in chain order, so the drain records before it closes
+        CentralLedger(services),  # after LedgerStore: ships the rows it committed (its last ones too, at shutdown)
         # after Forward (and Shadow's copy): calls under a [[failover]] rule go to the relay; after Record and
         # LedgerStore, so at shutdown the relay closes only once the drain has let calls in flight finish
         Failover(services),

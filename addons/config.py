@@ -9,7 +9,7 @@ from typing import Any
 
 KNOWN_TABLES = frozenset(
     {"router", "cache", "budgets", "breakers", "attribution", "prices", "shadow", "failover", "providers",
-     "failover_circuit"}
+     "failover_circuit", "state", "ledger"}
 )  # fmt: skip
 
 
@@ -41,3 +41,20 @@ def section(path: str | None, name: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ValueError(f"{path}: [{name}] must be a table")
     return table
+
+
+# Tables that hold one URL each: [state] url (Redis, the fleet's shared state), [ledger] central (PostgreSQL).
+URL_KEYS = {"state": "url", "ledger": "central"}
+
+
+def url_setting(path: str | None, name: str) -> str:
+    """`[state] url` / `[ledger] central` from the config, or ""; a command-line flag or --set option wins."""
+    table = section(path, name)
+    key = URL_KEYS[name]
+    unknown = set(table) - {key}
+    if unknown:
+        raise ValueError(f"{path}: [{name}] knows only {key!r}, not {sorted(unknown)}")
+    value = table.get(key, "")
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: [{name}] {key} must be a string (a URL)")
+    return value.strip()

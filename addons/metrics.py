@@ -82,6 +82,23 @@ class MetricSet:
             "turnout_state_errors", "Shared-state calls that failed or timed out since start", registry=r
         )
 
+        self.central_up = Gauge(
+            "turnout_central_up",
+            "1 while the central ledger (turnout_central) takes rows, 0 while it is down; absent without it",
+            registry=r,
+        )
+        self.central_backlog = Gauge(
+            "turnout_central_backlog_rows", "Ledger rows waiting in the local outbox for the central ledger", registry=r
+        )
+
+    def watch_central(self, services: Any) -> None:
+        def up() -> float:
+            c = services.central
+            return float("nan") if c is None or c.healthy is None else float(c.healthy)
+
+        self.central_up.set_function(up)
+        self.central_backlog.set_function(lambda: 0.0 if services.central is None else float(services.central.backlog))
+
     def watch_state(self, services: Any) -> None:
         """`services.state` may be replaced by a config reload: read it at every scrape."""
         self.state_up.set_function(lambda: float("nan") if services.state is None else float(services.state.healthy))
@@ -191,6 +208,7 @@ class Metrics:
         if not self.metrics.quality_watched:
             self.metrics.watch_quality(self.services)
             self.metrics.watch_state(self.services)
+            self.metrics.watch_central(self.services)
         try:
             self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
         except OSError as e:

@@ -44,6 +44,8 @@ class Services:
     # SharedState's Redis (`turnout_state`), or None: budgets, breakers and the cache keep their state here
     state: Any = None
     state_lease: float = 900.0
+    # CentralLedger's shipper (`turnout.ledger.shipper.Shipper`) to `turnout_central`, or None
+    central: Any = None
 
     def refusal(self) -> tuple[str, str, str] | None:
         """Why a new provider request must be answered 503 instead of forwarded: (message, type, code), or None."""

@@ -15,6 +15,7 @@ from mitmproxy import ctx, exceptions
 
 from turnout.ledger.shared_state import RedisState
 
+from . import config
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,17 @@ class SharedState:
         )  # fmt: skip
 
     def configure(self, updated: set[str]) -> None:
-        if not updated & {"turnout_state", "turnout_state_timeout_ms", "turnout_state_lease"}:
+        if not updated & {"turnout_state", "turnout_state_timeout_ms", "turnout_state_lease", "turnout_config"}:
             return
-        url = ctx.options.turnout_state.strip()
+        try:
+            url = ctx.options.turnout_state.strip() or config.url_setting(
+                getattr(ctx.options, "turnout_config", ""), "state"
+            )
+        except ValueError as e:
+            raise exceptions.OptionsError(str(e)) from None
+        current = self.services.state
+        if updated <= {"turnout_config"} and (current.url if current else "") == url:
+            return  # the config changed, but not where the state is
         if ctx.options.turnout_state_timeout_ms <= 0 or ctx.options.turnout_state_lease <= 0:
             raise exceptions.OptionsError("turnout_state_timeout_ms and turnout_state_lease must be above 0")
         if not url:

@@ -12,26 +12,27 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from turnout.addons import config
 from turnout.ledger.budget_specs import parse_budgets
 from turnout.ledger.budgets import BudgetBook, BudgetStatus
-from turnout.ledger.store import iso_utc, open_ledger
+from turnout.ledger.postgres import safe_url
+from turnout.ledger.store import iso_utc
 
 from .errors import Failure
+from .ledgers import DB_HELP, exists, open_for_reading
 
 
 def budget_statuses(db_path: str, config_path: str | None, now: float | None = None) -> list[BudgetStatus]:
     """Raises ValueError for a bad config; a missing ledger is an empty one."""
     specs = parse_budgets(config.load_config(config_path).get("budgets"))
     book = BudgetBook(specs)
-    if specs and Path(db_path).expanduser().exists():
-        db = open_ledger(Path(db_path).expanduser())
+    if specs and exists(db_path):
+        db = open_for_reading(db_path)
         try:
             book.rebuild_from_ledger(db, now)
         finally:
-            db.conn.close()
+            db.close()
     return book.statuses(now)
 
 
@@ -105,7 +106,10 @@ def cmd_budgets(args: argparse.Namespace) -> int:
         return 0
     colour = {"ok": "green", "alert": "yellow", "throttled": "dark_orange", "blocked": "red"}
     table = Table(
-        title="turnout budgets", caption=f"{args.db} · {iso_utc(time.time())}", box=box.SIMPLE_HEAD, pad_edge=False
+        title="turnout budgets",
+        caption=f"{safe_url(args.db)} · {iso_utc(time.time())}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     table.add_column("budget", overflow="fold", min_width=10)
     table.add_column("window")
@@ -139,7 +143,7 @@ def cmd_budgets(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     sp = subparsers.add_parser("budgets", help="show each budget: spent, reserved, limit, window reset, state")
-    sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
+    sp.add_argument("--db", default="turnout.db", help=DB_HELP)
     sp.add_argument("--config", help="turnout's TOML config file (its [[budgets]] tables)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.add_argument(

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from turnout.ledger.postgres import is_url
+
 from .errors import Failure, UsageError
 from .proxy import MODES, cmd_env, cmd_proxy, cmd_run
 
@@ -22,7 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def proxy_options(sp: argparse.ArgumentParser, *, port: int) -> None:
         sp.add_argument("--port", type=int, default=port, help=f"listen port (0 picks a free one; default {port})")
-        sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
+        sp.add_argument(
+            "--db", default="turnout.db",
+            help="the ledger file (default ./turnout.db), or a central ledger's postgresql://… URL (rows ship "
+            "there from the local --outbox)",
+        )  # fmt: skip
+        sp.add_argument(
+            "--outbox", metavar="FILE",
+            help="with --db postgresql://…: the local ledger rows wait in until shipped (default ./turnout.db)",
+        )  # fmt: skip
         sp.add_argument("--mode", choices=MODES, help="routing: observe (the default), route, off")
         sp.add_argument(
             "--upstream",
@@ -82,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         args.command = args.command[1:]
     if getattr(args, "record", None):
         args.db = args.record  # --record FILE: the run's ledger is the recording
+    args.central = None
+    if hasattr(args, "outbox") and is_url(args.db):  # proxy / run with a central ledger
+        args.central, args.db = args.db, args.outbox or "turnout.db"
+    elif getattr(args, "outbox", None):
+        parser.error("--outbox goes with --db postgresql://… (the central ledger)")
     try:
         return args.func(args)
     except (UsageError, Failure) as e:

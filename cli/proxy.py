@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import turnout.addons as turnout_addons
+from turnout.ledger.postgres import is_url, safe_url
 
 from . import environment
 from .errors import Failure, UsageError
@@ -22,7 +24,23 @@ WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comme
 MITMDUMP = "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump(sys.argv[1:]) or 0)"
 
 
-def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
+def replay_file(target: str) -> Path:
+    """The recording to replay: a ledger file, or the central ledger's recordings pulled into a local copy
+    (a replay serves a fixed set of answers, so one copy at start is the whole cassette)."""
+    if not is_url(target):
+        return Path(target).expanduser().absolute()
+    from turnout.ledger.postgres import pull_recordings
+
+    dest = Path(tempfile.mkdtemp(prefix="turnout-replay-")) / "recordings.db"
+    try:
+        n = pull_recordings(target, dest)
+    except ConnectionError as e:
+        raise Failure(str(e)) from None
+    print(f"turnout: replaying {n} recordings from {safe_url(target)}", flush=True)
+    return dest.absolute()
+
+
+def mitmproxy_args(args: argparse.Namespace, *, web: bool, ship: bool = True) -> list[str]:
     certs = environment.certs_dir()
     environment.ensure_ca(certs)
     argv = [
@@ -49,10 +67,14 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
         argv += ["--set", f"turnout_config={Path(args.config).expanduser().absolute()}"]
     if getattr(args, "state", None):
         argv += ["--set", f"turnout_state={args.state}"]
+    if getattr(args, "central", None):
+        argv += ["--set", f"turnout_central={args.central}"]
+        if not ship:
+            argv += ["--set", "turnout_central_ship=false"]
     if getattr(args, "record", None):
         argv += ["--set", "turnout_record=true"]  # the ledger itself is the recording (args.db)
     if getattr(args, "replay", None):
-        argv += ["--set", f"turnout_replay={Path(args.replay).expanduser().absolute()}"]
+        argv += ["--set", f"turnout_replay={replay_file(args.replay)}"]
     if getattr(args, "metrics_port", None):
         argv += ["--set", f"turnout_metrics_port={args.metrics_port}"]
     if web:
@@ -72,16 +94,25 @@ def mitmproxy_args(args: argparse.Namespace, *, web: bool) -> list[str]:
 def cmd_proxy(args: argparse.Namespace) -> int:
     from mitmproxy.tools import main as mitm_main
 
-    argv = mitmproxy_args(args, web=args.web)
     workers = getattr(args, "workers", 1) or 1
+    argv = mitmproxy_args(args, web=args.web, ship=workers == 1)  # workers: the parent ships, once
     if workers < 1:
         raise UsageError("--workers must be 1 or more")
     if workers > 1:
         if args.web:
             raise UsageError("--workers and --web do not go together: mitmweb shows one process's flows")
+        from turnout.addons.config import url_setting
+
         from .workers import run_workers
 
-        return run_workers(workers, argv, host=args.host, port=args.port, db=args.db, state=args.state)
+        try:  # the flags, or the config's [state] url and [ledger] central
+            state = args.state or url_setting(args.config, "state")
+            central = args.central or url_setting(args.config, "ledger")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if central and not args.central:
+            argv += ["--set", "turnout_central_ship=false"]
+        return run_workers(workers, argv, host=args.host, port=args.port, db=args.db, state=state, central=central)
     runner = mitm_main.mitmweb if args.web else mitm_main.mitmdump
     return runner(argv) or 0
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from turnout.ledger import report as rpt
+from turnout.ledger.postgres import is_url, safe_url
 
-from .errors import Failure, UsageError
+from .errors import UsageError
+from .ledgers import DB_HELP, open_for_reading
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sp = subparsers.add_parser("report", help="spend, errors, latency and savings per model/feature/… from the ledger")
-    sp.add_argument("--db", default="turnout.db", help="the ledger file (default ./turnout.db)")
+    sp.add_argument("--db", default="turnout.db", help=DB_HELP)
     sp.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w, a date like 2026-11-01, or 'all' (default 7d)")
     sp.add_argument("--by", choices=list(rpt.GROUPS), default="model", help="group rows by (default model)")
     sp.add_argument("--format", choices=("table", "json", "csv"), default="table", help="stdout format (default table)")
@@ -37,32 +39,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         since = rpt.parse_since(args.since)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    path = Path(args.db).expanduser()
-    if not path.exists():
-        raise Failure(
-            f"no ledger at {path} — nothing has been recorded there yet.\n"
-            f"Start the proxy with `turnout proxy --db {args.db}` (or pass --db to the ledger you have)."
-        )
-    from turnout.ledger.store import open_ledger
-
-    db = open_ledger(path)
+    db = open_for_reading(args.db)
     try:
         r = rpt.report(db, since, args.by)
     finally:
-        db.conn.close()
+        db.close()
     if args.html:
         from turnout.ledger.report_html import render_html
 
         from turnout.ledger.savings import savings
 
-        decision = savings(str(path), args.since or "")
-        Path(args.html).write_text(render_html(r, ledger=str(path), decision=decision), encoding="utf-8")
+        where = args.db if is_url(args.db) else str(Path(args.db).expanduser())
+        decision = savings(where, args.since or "")
+        Path(args.html).write_text(render_html(r, ledger=safe_url(where), decision=decision), encoding="utf-8")
     if args.format == "json":
         sys.stdout.write(json.dumps(r.to_dict(), indent=2) + "\n")
     elif args.format == "csv":
         sys.stdout.write(r.to_csv())
     else:
-        print_table(r, ledger=str(path))
+        print_table(r, ledger=safe_url(args.db) if is_url(args.db) else str(Path(args.db).expanduser()))
     if args.html:
         sys.stderr.write(f"turnout report: wrote {args.html}\n")
     return 0

@@ -11,6 +11,7 @@ from turnout.addons import config
 from turnout.ledger.savings import savings
 
 from .errors import Failure, UsageError
+from .ledgers import DB_HELP, open_for_reading
 
 
 def _policy(config_path: str | None):
@@ -36,20 +37,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_train_from_ledger(args: argparse.Namespace) -> int:
     from turnout.ledger.report import parse_since
-    from turnout.ledger.store import open_ledger
     from turnout.router.ledger_train import rows_from_ledger, train_from_ledger
 
-    if not Path(args.from_ledger).exists():
-        raise Failure(f"no ledger at {args.from_ledger}")
     try:
         since = parse_since(args.since) or ""
     except ValueError as e:
         raise UsageError(str(e)) from None
-    db = open_ledger(args.from_ledger)
+    db = open_for_reading(args.from_ledger)
     try:
-        rows = rows_from_ledger(db.conn, since)
+        rows = rows_from_ledger(db, since)
     finally:
-        db.conn.close()
+        db.close()
     try:
         report = train_from_ledger(rows, Path(args.out), seed=args.seed)
     except (OSError, ValueError) as e:
@@ -137,8 +135,7 @@ def _what_if(args: argparse.Namespace) -> dict:
 
 
 def cmd_savings(args: argparse.Namespace) -> int:
-    if not Path(args.db).exists():
-        raise Failure(f"no ledger at {args.db}")
+    open_for_reading(args.db).close()  # a missing file or an unreachable central ledger: say so now
     try:
         target = _target_quality(args.config)
     except ValueError as e:
@@ -250,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("savings", help="what routing would save, and at what measured quality (the decision report)")
-    sp.add_argument("--db", default="turnout.db")
+    sp.add_argument("--db", default="turnout.db", help=DB_HELP)
     sp.add_argument("--config", help="turnout's TOML config file ([router] target_quality)")
     sp.add_argument("--model", type=Path, help="also show what this difficulty model would have decided")
     sp.add_argument("--since", default="", help="7d, 24h, 30m or a date like 2026-11-01")

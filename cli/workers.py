@@ -36,7 +36,9 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def run_workers(n: int, argv: list[str], *, host: str, port: int, db: str, state: str | None) -> int:
+def run_workers(
+    n: int, argv: list[str], *, host: str, port: int, db: str, state: str | None, central: str | None = None
+) -> int:
     if not state:
         raise UsageError(
             "--workers N > 1 needs --state redis://…: the workers must share budgets, limits and the cache "
@@ -45,6 +47,12 @@ def run_workers(n: int, argv: list[str], *, host: str, port: int, db: str, state
     if not hasattr(socket, "SO_REUSEPORT"):
         raise Failure("--workers needs SO_REUSEPORT (Linux, BSD, macOS)")
     open_ledger(Path(db).expanduser().absolute()).conn.close()  # migrations once, before the workers race for them
+    shipper = None
+    if central:  # one shipper for the workers' one ledger: here, not in each worker
+        from turnout.ledger.shipper import Shipper
+
+        shipper = Shipper(Path(db).expanduser().absolute(), central, on_change=_central_changed)
+        shipper.start()
     if port == 0:
         port = free_port(host)
     argv = _with_port(argv, port)
@@ -86,9 +94,16 @@ def run_workers(n: int, argv: list[str], *, host: str, port: int, db: str, state
     else:
         forward(signal.SIGTERM, None)
     codes = [p.wait() for p in procs]
+    if shipper is not None and not shipper.stop(5):
+        print(f"turnout: {shipper.backlog} rows wait in {db} for the central ledger; they ship on the next start")
     if started != n:
         raise Failure("a worker did not start (its output is above)")
     return max(codes, key=abs)
+
+
+def _central_changed(healthy: bool, reason: str) -> None:
+    state = "back; shipping the backlog" if healthy else f"unavailable ({reason}); rows wait in the local ledger"
+    print(f"turnout: central ledger {state}", flush=True)
 
 
 def _with_port(argv: list[str], port: int) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 # cost nothing; failed flows count only when the provider reported usage; turnout's own calls (shadows,
 # judges: `origin` set) are never a user's spend.
 SPENT_SQL = (
-    "select started_at, cost_usd, prompt_tokens, completion_tokens, api_key_fp, team, feature, user, model "
+    'select started_at, cost_usd, prompt_tokens, completion_tokens, api_key_fp, team, feature, "user", model '
     "from flows where started_at >= ? and origin is null and blocked_by is null and (cache is null or cache != 'hit') "
     "and (error is null or prompt_tokens is not null) order by started_at"
 )
@@ -16,6 +16,6 @@ SPENT_SQL = (
 # monitor mode the other way round; both are evidence about the same pair.
 EVIDENCE_SQL = (
     "select f.provider, se.reference_model, se.candidate_model, coalesce(f.task, '?'), "
-    "sum(se.verdict = 'pass'), sum(se.verdict in ('pass', 'fail')) "
+    "count(case when se.verdict = 'pass' then 1 end), count(case when se.verdict in ('pass', 'fail') then 1 end) "
     "from shadow_evals se join flows f on f.id = se.flow_id group by 1, 2, 3, 4"
 )

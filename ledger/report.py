@@ -32,7 +32,7 @@ GROUPS: dict[str, str] = {
     "provider": "provider",
     "feature": "feature",
     "team": "team",
-    "user": "user",
+    "user": '"user"',  # quoted: a reserved word in PostgreSQL
     "key": "api_key_fp",
     "task": "task",
     "day": "substr(started_at, 1, 10)",
@@ -150,7 +150,12 @@ REPORT_INDEX = "idx_flows_report"  # the covering index of migration m006_report
 
 
 def _source(conn: sqlite3.Connection) -> str:
-    """`flows`, read through the covering index when the ledger has it (never the wide rows with bodies)."""
+    """`flows`, read through the covering index when the ledger has it (never the wide rows with bodies).
+
+    The central ledger (PostgreSQL) has no such hint: its planner picks the `started_at` index.
+    """
+    if not isinstance(conn, sqlite3.Connection):
+        return "flows"
     has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [REPORT_INDEX]).fetchone()
     return f"flows INDEXED BY {REPORT_INDEX}" if has else "flows"
 
@@ -162,20 +167,20 @@ def _where(since: str | None) -> tuple[str, list[Any]]:
 # One pass: sums per group, plus every latency (and streamed TTFT) as text for exact percentiles in numpy.
 _AGG = """
     count(*),
-    coalesce(sum(error IS NOT NULL), 0),
+    count(error),
     coalesce(sum(prompt_tokens), 0),
     coalesce(sum(cached_prompt_tokens), 0),
     coalesce(sum(completion_tokens), 0),
     total(cost_usd),
-    coalesce(sum(cost_usd IS NULL AND prompt_tokens IS NOT NULL), 0),
-    coalesce(sum(stream = 1), 0),
-    coalesce(sum(cache = 'hit'), 0),
+    count(CASE WHEN cost_usd IS NULL AND prompt_tokens IS NOT NULL THEN 1 END),
+    count(CASE WHEN stream = 1 THEN 1 END),
+    count(CASE WHEN cache = 'hit' THEN 1 END),
     total(CASE WHEN cache = 'hit' THEN saved_usd END),
-    coalesce(sum(routed = 1), 0),
+    count(CASE WHEN routed = 1 THEN 1 END),
     total(CASE WHEN routed = 1 THEN baseline_cost_usd - cost_usd END),
     total(CASE WHEN decision = 'route' AND routed IS NULL AND coalesce(cache, '') NOT IN ('hit', 'replay')
                THEN cost_usd - projected_cost_usd END),
-    coalesce(sum(blocked_by IS NOT NULL), 0),
+    count(blocked_by),
     min(started_at),
     max(started_at),
     group_concat(latency_ms),
@@ -270,8 +275,8 @@ def report(db: sqlite_utils.Database | sqlite3.Connection, since: str | None = N
 
 QUALITY_DAILY_SQL = """
 select substr(started_at, 1, 10) as day, mode, count(*) as shadowed,
-       sum(verdict = 'pass') as passed, sum(verdict = 'fail') as failed,
-       sum(verdict in ('tie', 'unknown')) as undecided,
+       count(case when verdict = 'pass' then 1 end) as passed, count(case when verdict = 'fail' then 1 end) as failed,
+       count(case when verdict in ('tie', 'unknown') then 1 end) as undecided,
        sum(coalesce(cost_usd, 0) + coalesce(judge_cost_usd, 0)) as cost_usd
 from shadow_evals where started_at >= ? group by day, mode order by day, mode
 """
@@ -281,7 +286,7 @@ def quality_daily(conn: sqlite3.Connection, since: str | None) -> list[dict[str,
     """Shadow verdicts per day and mode (observe: would-route evidence; monitor: routed calls)."""
     try:
         cur = conn.execute(QUALITY_DAILY_SQL, [since or ""])
-    except sqlite3.OperationalError:  # a ledger from before shadow evaluations
+    except sqlite3.OperationalError:  # a ledger from before shadow evaluations (the central one always has it)
         return []
     cols = [d[0] for d in cur.description]
     out = []
@@ -305,7 +310,9 @@ def _grouped_rows(
     run on two more connections in parallel (SQLite releases the GIL while it works).
     """
     where, params = _where(since)
-    path = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
+    path = ""  # the central ledger: one query, PostgreSQL parallelises it itself
+    if isinstance(conn, sqlite3.Connection):
+        path = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
     count = conn.execute(f"SELECT count(*) FROM {source} {where}", params).fetchone()[0]
     if count == 0:
         return [], []

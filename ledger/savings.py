@@ -15,7 +15,7 @@ from turnout.router.policy import DEFAULT_TARGET_QUALITY
 from turnout.router.quality import recommend, wilson
 
 from .report import parse_since
-from .store import iso_utc, open_ledger, parse_iso
+from .store import iso_utc, open_reader, parse_iso
 
 
 SAVINGS_SQL = """
@@ -42,8 +42,10 @@ where routed = 1 and started_at >= ?
 # Observe-mode verdicts per group key: decided = pass + fail; ties and unknowns are no evidence.
 EVIDENCE_SQL = """
 select {key}, count(*) as shadowed,
-       sum(se.verdict = 'pass') as passed, sum(se.verdict = 'fail') as failed,
-       sum(se.verdict = 'tie') as ties, sum(se.verdict = 'unknown') as unknown,
+       count(case when se.verdict = 'pass' then 1 end) as passed,
+       count(case when se.verdict = 'fail' then 1 end) as failed,
+       count(case when se.verdict = 'tie' then 1 end) as ties,
+       count(case when se.verdict = 'unknown' then 1 end) as unknown,
        sum(coalesce(se.cost_usd, 0) + coalesce(se.judge_cost_usd, 0)) as evidence_cost_usd
 from shadow_evals se join flows f on f.id = se.flow_id
 where se.mode = 'observe' and se.decision = ? and f.started_at >= ?
@@ -98,7 +100,7 @@ def savings(
     """Per group (model pair x task, feature, template): what routing would save, and at what measured quality."""
     now = time.time() if now is None else now
     start = parse_since(since) or "0"
-    db = open_ledger(db_path)
+    db = open_reader(db_path)
     rows = _query(db, SAVINGS_SQL, [start])
     first = db.execute(
         "select min(started_at) from flows where started_at >= ? and origin is null", [start]
@@ -140,7 +142,7 @@ def savings(
         "and cache in ('hit', 'replay') and origin is null",
         [start],
     ).fetchone()[0]
-    db.conn.close()
+    db.close()
     totals = {
         "calls": sum(r["calls"] for r in rows),
         "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
@@ -195,11 +197,11 @@ def what_if(db_path: str, since: str, policy: Any, prices: Any) -> dict[str, Any
     from .pricing import Usage
 
     start = parse_since(since) or "0"
-    db = open_ledger(db_path)
+    db = open_reader(db_path)
     try:
         rows = db.execute(WHAT_IF_SQL, [start]).fetchall()
     finally:
-        db.conn.close()
+        db.close()
     tasks: dict[str, dict[str, Any]] = {}
     totals = {
         "calls": 0,

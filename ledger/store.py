@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -49,3 +50,13 @@ _last_second: tuple[dt.datetime | None, str] = (None, "")  # the last whole seco
 
 def parse_iso(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def open_reader(target: str | Path) -> Any:
+    """The ledger a report reads: a SQLite file, or the central ledger at a postgresql:// URL (`PgLedger`,
+    the same `execute`/`close` surface). Raises ConnectionError when the central ledger cannot be read."""
+    from .postgres import PgLedger, is_url
+
+    if is_url(str(target)):
+        return PgLedger(str(target))
+    return open_ledger(Path(target).expanduser())

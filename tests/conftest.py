@@ -179,3 +179,13 @@ def redis_server(tmp_path: Path):
     srv = RedisServer(tmp_path).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def pg_server():
+    """A PostgreSQL of the test's own (initdb + pg_ctl on a free port), destroyed after."""
+    from pg_server import PostgresServer
+
+    srv = PostgresServer().init().start()
+    yield srv
+    srv.destroy()

@@ -42,3 +42,18 @@ def test_workers_without_shared_state_are_refused(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode != 0 and "--state" in out.stderr
+
+
+def test_workers_with_the_config_urls_ship_one_ledger_once(make_proxy, redis_server, pg_server, tmp_path):
+    """`[state] url` and `[ledger] central` in the config: the parent ships the workers' one ledger."""
+    cfg = tmp_path / "turnout.toml"
+    cfg.write_text(f'[state]\nurl = "{redis_server.url}"\n[ledger]\ncentral = "{pg_server.url}"\n')
+    db = tmp_path / "outbox.db"
+    p = make_proxy("--workers", "2", "--config", str(cfg), db=db)
+    for i in range(10):
+        client = p.client(max_retries=0)
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"hi {i}"}])
+        client.close()
+    assert len(p.wait_rows(10)) == 10
+    assert p.stop(signal.SIGTERM) == 0  # the parent's last drain ships what the workers wrote last
+    assert pg_server.query("select count(*), count(distinct id), count(distinct instance) from flows") == [(10, 10, 1)]
