@@ -159,9 +159,27 @@ def _exclusive(lock: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def proxy_env(host: str, port: int, bundle: Path) -> dict[str, str]:
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{port}"
-    return {
+NODE_PRELOAD = Path(__file__).with_name("node") / "preload.cjs"
+TRUSTSTORE = "turnout-truststore.p12"
+TRUSTSTORE_PASSWORD = "changeit"  # Java's conventional one: the store holds public certificates only
+
+
+def node_options(existing: str | None) -> str:
+    """NODE_OPTIONS with turnout's preload (fetch through the proxy on Node < 22.21), keeping the user's own."""
+    path = str(NODE_PRELOAD)
+    require = f'--require "{path}"' if " " in path else f"--require {path}"
+    existing = (existing or "").strip()
+    if path in existing:
+        return existing
+    return f"{require} {existing}".strip()
+
+
+def proxy_env(host: str, port: int, bundle: Path, *, java: bool = False) -> dict[str, str]:
+    """The environment that points a program at the proxy. `java`: also JAVA_TOOL_OPTIONS (proxy properties
+    and a trust store holding turnout's CA), which every JVM reads — and announces on stderr."""
+    proxy_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    url = f"http://{proxy_host}:{port}"
+    env = {
         "HTTPS_PROXY": url,
         "HTTP_PROXY": url,
         "https_proxy": url,
@@ -173,7 +191,43 @@ def proxy_env(host: str, port: int, bundle: Path) -> dict[str, str]:
         "CURL_CA_BUNDLE": str(bundle),
         "NODE_EXTRA_CA_CERTS": str(bundle),
         "NODE_USE_ENV_PROXY": "1",
+        "NODE_OPTIONS": node_options(os.environ.get("NODE_OPTIONS")),
     }
+    if java:
+        store = ensure_truststore(bundle)
+        env["JAVA_TOOL_OPTIONS"] = " ".join(
+            [
+                f"-Dhttps.proxyHost={proxy_host}", f"-Dhttps.proxyPort={port}",
+                f"-Dhttp.proxyHost={proxy_host}", f"-Dhttp.proxyPort={port}",
+                f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStoreType=PKCS12",
+                f"-Djavax.net.ssl.trustStorePassword={TRUSTSTORE_PASSWORD}",
+            ]
+        )  # fmt: skip
+    return env
+
+
+def ensure_truststore(bundle: Path) -> Path:
+    """A Java trust store (PKCS12) of the bundle's certificates — the system roots and turnout's CA — so a
+    JVM trusts turnout's certificates for provider hosts and the real ones for everything it tunnels."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    store = bundle.with_name(TRUSTSTORE)
+    stamp = bundle.with_name(TRUSTSTORE + ".source")
+    text = bundle.read_text()
+    if store.exists() and stamp.exists() and stamp.read_text() == text:
+        return store
+    certs = []
+    for i, cert in enumerate(x509.load_pem_x509_certificates(text.encode())):
+        name = cert.subject.rfc4514_string() or f"cert{i}"
+        certs.append(pkcs12.PKCS12Certificate(cert, f"{i:03d} {name}"[:200].encode()))
+    data = pkcs12.serialize_java_truststore(certs, serialization.BestAvailableEncryption(TRUSTSTORE_PASSWORD.encode()))
+    tmp = store.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(store)
+    stamp.write_text(text)
+    return store
 
 
 def exports(env: dict[str, str]) -> str:

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("env", help="print the exports that point a shell at the proxy")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument(
+        "--java", action="store_true",
+        help="also JAVA_TOOL_OPTIONS: the JVM's proxy properties and a trust store holding turnout's CA",
+    )  # fmt: skip
     sp.set_defaults(func=cmd_env)
 
     sp = sub.add_parser("run", help="run a command through a fresh proxy and summarise its LLM calls")

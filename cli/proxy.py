@@ -119,7 +119,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     _, bundle = environment.ensure_ca()
-    sys.stdout.write(environment.exports(environment.proxy_env(args.host, args.port, bundle)))
+    sys.stdout.write(environment.exports(environment.proxy_env(args.host, args.port, bundle, java=args.java)))
     return 0
 
 
@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.time()
     proc, port = _start_proxy(args)
     _, bundle = environment.ensure_ca()
-    env = {**os.environ, **environment.proxy_env("127.0.0.1", port, bundle)}
+    env = {**os.environ, **environment.proxy_env("127.0.0.1", port, bundle, java=True)}
     try:
         child = subprocess.Popen(args.command, env=env)
         # Let ^C and SIGTERM reach the command; the proxy is stopped after it.
