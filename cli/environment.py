@@ -209,17 +209,23 @@ def proxy_env(host: str, port: int, bundle: Path, *, java: bool = False) -> dict
 def ensure_truststore(bundle: Path) -> Path:
     """A Java trust store (PKCS12) of the bundle's certificates — the system roots and turnout's CA — so a
     JVM trusts turnout's certificates for provider hosts and the real ones for everything it tunnels."""
+    import warnings
+
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.utils import CryptographyDeprecationWarning
 
     store = bundle.with_name(TRUSTSTORE)
     stamp = bundle.with_name(TRUSTSTORE + ".source")
     text = bundle.read_text()
     if store.exists() and stamp.exists() and stamp.read_text() == text:
         return store
+    with warnings.catch_warnings():  # a system root with a non-positive serial: the JVM's concern, not the user's
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        loaded = x509.load_pem_x509_certificates(text.encode())
     certs = []
-    for i, cert in enumerate(x509.load_pem_x509_certificates(text.encode())):
+    for i, cert in enumerate(loaded):
         name = cert.subject.rfc4514_string() or f"cert{i}"
         certs.append(pkcs12.PKCS12Certificate(cert, f"{i:03d} {name}"[:200].encode()))
     data = pkcs12.serialize_java_truststore(certs, serialization.BestAvailableEncryption(TRUSTSTORE_PASSWORD.encode()))

@@ -10,6 +10,8 @@ import random
 import sqlite3
 import subprocess
 
+import pytest
+
 from conftest import turnout_cmd
 from test_shadow import KEY, config, wait_evals
 
@@ -36,6 +38,8 @@ def request(rng: random.Random, i: int) -> tuple[dict, bool]:
     return body, hard
 
 
+# hundreds of calls with their shadows, a training run and a second proxy: minutes on a slow machine
+@pytest.mark.timeout(600)
 def test_train_from_ledger_learns_the_teams_own_rule(make_proxy, tmp_path):
     db = tmp_path / "ledger.db"
     # a judge too: whether an answer is compared as a label or judged depends on the task it is given
@@ -98,6 +102,7 @@ def templated(rng: random.Random, i: int) -> tuple[dict, bool]:
     return body, essay
 
 
+@pytest.mark.timeout(600)
 def test_train_from_ledger_calibrates_each_template_and_the_router_follows(make_proxy, tmp_path):
     """The user text cannot tell the two templates apart, so only the per-template calibration can: the new
     model's pass rate for the essay template is low and the labels one high, and a proxy loading it routes
