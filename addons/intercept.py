@@ -16,7 +16,8 @@ import logging
 import re
 from collections.abc import Sequence
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import connection, ctx, exceptions, http, tls
+from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import layer, layers
 
 from turnout.ledger import providers
@@ -50,6 +51,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def is_transparent(client: connection.Client) -> bool:
+    return client.proxy_mode.type_name == "transparent"
+
+
+def provider_host(flow: http.HTTPFlow, hosts: dict[str, str]) -> str | None:
+    """The provider host a flow is for: the host it is sent to, or in transparent mode (where that is the
+    IP the client dialled) the name the client asked for in its TLS handshake. mitmproxy verifies the
+    provider's certificate against that same name, so a client cannot pass another IP off as a provider."""
+    host = flow.request.host.lower()
+    if host in hosts:
+        return host
+    sni = (flow.client_conn.sni or "").lower()
+    if sni in hosts and is_transparent(flow.client_conn) and flow.request.scheme == "https":
+        return sni
+    return None
 
 
 class Intercept:
@@ -105,7 +123,22 @@ class Intercept:
             or address[0].lower() in self.hosts
         ):
             return
+        if is_transparent(context.client):
+            # The address is the IP the client dialled: its name is in the TLS ClientHello's SNI, which
+            # tls_clienthello reads. A connection that does not start like TLS is no provider call; inside
+            # TLS that tls_clienthello let through, the decision is made.
+            if any(isinstance(parent, layers.ClientTLSLayer) for parent in context.layers):
+                return
+            data = nextlayer.data_client()
+            if len(data) < 3 or starts_like_tls_record(data):
+                return
         nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Transparent connections to hosts that are not providers are tunnelled untouched, by SNI."""
+        client = data.context.client
+        if self.tunnel_others and is_transparent(client) and (client.sni or "").lower() not in self.hosts:
+            data.ignore_connection = True
 
     def running(self) -> None:
         server = ctx.master.addons.get("proxyserver")
@@ -114,10 +147,19 @@ class Intercept:
         log.info("turnout: intercepting %s", ", ".join(self.hosts))
         if encoding_name() == APPROX_ENCODING:
             log.warning("turnout: tiktoken is not usable here; token counts are estimates (characters / 4)")
-        addrs = list(server.listen_addrs()) if server else []
-        for host, port, *_ in addrs:
-            print(f"turnout: listening on {host}:{port}", flush=True)
-        exposed = sorted({str(a[0]) for a in addrs if not is_loopback(str(a[0]))})
+        instances = list(server.servers) if server else []
+        for instance in instances:
+            for host, port, *_ in instance.listen_addrs:
+                print(f"turnout: listening on {host}:{port}", flush=True)
+        exposed = sorted(
+            {
+                str(a[0])
+                for instance in instances
+                if instance.mode.type_name != "transparent"  # reached only by redirected connections
+                for a in instance.listen_addrs
+                if not is_loopback(str(a[0]))
+            }
+        )
         if exposed and not ctx.options.proxyauth:
             log.warning(
                 "turnout: listening on %s beyond loopback with no proxyauth: anyone who can reach this port can "
@@ -129,9 +171,11 @@ class Intercept:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        host = flow.request.host.lower()
-        if host not in self.hosts:
+        host = provider_host(flow, self.hosts)
+        if host is None:
             return
+        if flow.request.host != host:  # transparent: sent on by name, as a proxy-aware client's call is
+            flow.request.host = host
         provider = providers.PROVIDERS[self.hosts[host]]
         try:
             llm, refuse = self._read(flow, host, provider)

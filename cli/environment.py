@@ -186,24 +186,42 @@ def proxy_env(host: str, port: int, bundle: Path, *, java: bool = False) -> dict
         "http_proxy": url,
         "NO_PROXY": "localhost,127.0.0.1,::1",
         "no_proxy": "localhost,127.0.0.1,::1",
-        "SSL_CERT_FILE": str(bundle),
-        "REQUESTS_CA_BUNDLE": str(bundle),
-        "CURL_CA_BUNDLE": str(bundle),
-        "NODE_EXTRA_CA_CERTS": str(bundle),
+        **trust_env(bundle),
         "NODE_USE_ENV_PROXY": "1",
         "NODE_OPTIONS": node_options(os.environ.get("NODE_OPTIONS")),
     }
     if java:
-        store = ensure_truststore(bundle)
         env["JAVA_TOOL_OPTIONS"] = " ".join(
             [
                 f"-Dhttps.proxyHost={proxy_host}", f"-Dhttps.proxyPort={port}",
                 f"-Dhttp.proxyHost={proxy_host}", f"-Dhttp.proxyPort={port}",
-                f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStoreType=PKCS12",
-                f"-Djavax.net.ssl.trustStorePassword={TRUSTSTORE_PASSWORD}",
+                *java_trust_options(bundle),
             ]
         )  # fmt: skip
     return env
+
+
+def trust_env(bundle: Path, *, java: bool = False) -> dict[str, str]:
+    """The variables that make clients trust the bundle, without pointing them at a proxy (for
+    `turnout run --transparent`, where the network sends them to it)."""
+    env = {
+        "SSL_CERT_FILE": str(bundle),
+        "REQUESTS_CA_BUNDLE": str(bundle),
+        "CURL_CA_BUNDLE": str(bundle),
+        "NODE_EXTRA_CA_CERTS": str(bundle),
+    }
+    if java:
+        env["JAVA_TOOL_OPTIONS"] = " ".join(java_trust_options(bundle))
+    return env
+
+
+def java_trust_options(bundle: Path) -> list[str]:
+    store = ensure_truststore(bundle)
+    return [
+        f"-Djavax.net.ssl.trustStore={store}",
+        "-Djavax.net.ssl.trustStoreType=PKCS12",
+        f"-Djavax.net.ssl.trustStorePassword={TRUSTSTORE_PASSWORD}",
+    ]
 
 
 def ensure_truststore(bundle: Path) -> Path:

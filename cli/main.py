@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run a command through a fresh proxy and summarise its LLM calls")
     proxy_options(sp, port=0)
+    sp.add_argument(
+        "--transparent", action="store_true",
+        help="for programs that ignore HTTPS_PROXY: run CMD in a network namespace whose HTTPS goes to the "
+        "proxy (Linux, root; see docs/clients.md)",
+    )  # fmt: skip
     sp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS…")
     sp.set_defaults(func=cmd_run)
 

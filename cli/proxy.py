@@ -123,21 +123,24 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_proxy(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
-    """mitmdump in a child process, with the same translation of the options as `turnout proxy`."""
+def _start_proxy(args: argparse.Namespace, modes: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], list[int]]:
+    """mitmdump in a child process, with the same translation of the options as `turnout proxy`; the
+    port of each listener (the regular one first, then `modes`' own)."""
     args.host = "127.0.0.1"
-    cmd = [sys.executable, "-c", MITMDUMP, *mitmproxy_args(args, web=False)]
+    extra = [a for m in ("regular", *modes) for a in ("--mode", m)] if modes else []
+    cmd = [sys.executable, "-c", MITMDUMP, *mitmproxy_args(args, web=False), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    port: list[int] = []
+    ports: list[int] = []
     ready = threading.Event()
     lines: list[str] = []
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if not port and line.startswith("turnout: listening on "):
-                port.append(int(line.rsplit(":", 1)[1]))
-                ready.set()
+            if not ready.is_set() and line.startswith("turnout: listening on "):
+                ports.append(int(line.rsplit(":", 1)[1]))
+                if len(ports) == 1 + len(modes):
+                    ready.set()
                 continue
             lines.append(line)
             if args.verbose or ready.is_set():
@@ -146,35 +149,77 @@ def _start_proxy(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
 
     threading.Thread(target=pump, daemon=True).start()
     ready.wait(60)
-    if not port:
+    if len(ports) < 1 + len(modes):
         proc.kill()
         sys.stderr.write("".join(lines))
         raise Failure("the proxy did not start")
-    return proc, port[0]
+    return proc, ports
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.command:
         raise UsageError("give a command after --, e.g. turnout run -- pytest")
     started = time.time()
-    proc, port = _start_proxy(args)
-    _, bundle = environment.ensure_ca()
-    env = {**os.environ, **environment.proxy_env("127.0.0.1", port, bundle, java=True)}
+    if getattr(args, "transparent", False):
+        rc = _run_transparent(args)
+    else:
+        proc, (port,) = _start_proxy(args)
+        _, bundle = environment.ensure_ca()
+        env = {**os.environ, **environment.proxy_env("127.0.0.1", port, bundle, java=True)}
+        try:
+            rc = _run_command(args.command, env)
+        finally:
+            _stop(proc)
+    from .summary import print_run_summary
+
+    extra = print_run_summary(args.db, since=started, replay=bool(args.replay))
+    return rc if rc != 0 else extra
+
+
+def _run_command(command: list[str], env: dict[str, str]) -> int:
     try:
-        child = subprocess.Popen(args.command, env=env)
-        # Let ^C and SIGTERM reach the command; the proxy is stopped after it.
-        rc = child.wait()
+        child = subprocess.Popen(command, env=env)
     except FileNotFoundError:
-        sys.stderr.write(f"turnout run: command not found: {args.command[0]}\n")
-        rc = 127
-    except KeyboardInterrupt:
-        rc = child.wait()
+        sys.stderr.write(f"turnout run: command not found: {command[0]}\n")
+        return 127
+    # ^C reaches the command from the terminal; SIGTERM is passed on to it. Either way turnout waits for the
+    # command and then stops the proxy (and undoes a --transparent namespace): nothing is left behind.
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                rc = child.wait()
+            except KeyboardInterrupt:
+                continue
+            return 128 - rc if rc < 0 else rc  # killed by a signal: the shell's 128 + N
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
         proc.kill()
-    from .summary import print_run_summary
 
-    extra = print_run_summary(args.db, since=started, replay=bool(args.replay))
-    return rc if rc != 0 else extra
+
+def _run_transparent(args: argparse.Namespace) -> int:
+    """CMD in a network namespace whose port-443 connections go to the proxy's transparent listener."""
+    from . import transparent
+
+    netns = transparent.Namespace()
+    with netns:
+        proc, (_, port) = _start_proxy(args, modes=(netns.plan.listen,))
+        try:
+            netns.redirect(port)
+            _, bundle = environment.ensure_ca()
+            system = environment.system_roots()
+            env = {**os.environ, **environment.trust_env(bundle, java=True)}
+            if system is None:
+                command = ["ip", "netns", "exec", netns.plan.netns, *args.command]
+            else:
+                command = transparent.exec_command(netns.plan, bundle, system.resolve(), args.command)
+            return _run_command(command, env)
+        finally:
+            _stop(proc)

@@ -25,6 +25,10 @@ def print_run_summary(db_path: str, *, since: float, replay: bool = False) -> in
         [start],
     ).fetchone()
     flows, prompt, completion, cost, errors, unpriced = row
+    if not flows:
+        console.print("turnout: no LLM calls recorded")
+        db.conn.close()
+        return 0
     cost_text = f"${cost:.4f}" if cost is not None else "$?"
     line = f"turnout: {flows} LLM call(s) · {prompt}+{completion} tokens · {cost_text}"
     if errors:
