@@ -51,14 +51,9 @@ class CentralLedger:
     def configure(self, updated: set[str]) -> None:
         if not updated & {"turnout_central", "turnout_db", "turnout_central_ship", "turnout_config"}:
             return
-        try:
-            url = ctx.options.turnout_central.strip() or config.url_setting(
-                getattr(ctx.options, "turnout_config", ""), "ledger"
-            )
-        except ValueError as e:
-            raise exceptions.OptionsError(str(e)) from None
         current = self.services.central
-        if updated <= {"turnout_config"} and (current.url if current else "") == url:
+        url = config.configured_url(updated, "turnout_central", "ledger", current.url if current else "")
+        if url is None:
             return  # the config changed, but not where the rows go
         if url and not is_url(url):
             raise exceptions.OptionsError(f"turnout_central: expected postgresql://USER@HOST:PORT/DB, got {url!r}")

@@ -58,3 +58,15 @@ def url_setting(path: str | None, name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{path}: [{name}] {key} must be a string (a URL)")
     return value.strip()
+
+
+def configured_url(updated: set[str], option: str, table: str, current: str) -> str | None:
+    """For an addon's `configure`: where its store is (the option's URL, else the config file's `[table]`
+    URL), or None when only the config file changed and the URL did not (nothing to reconnect)."""
+    from mitmproxy import ctx, exceptions
+
+    try:
+        url = getattr(ctx.options, option).strip() or url_setting(getattr(ctx.options, "turnout_config", ""), table)
+    except ValueError as e:
+        raise exceptions.OptionsError(str(e)) from None
+    return None if updated <= {"turnout_config"} and current == url else url

@@ -45,14 +45,9 @@ class SharedState:
     def configure(self, updated: set[str]) -> None:
         if not updated & {"turnout_state", "turnout_state_timeout_ms", "turnout_state_lease", "turnout_config"}:
             return
-        try:
-            url = ctx.options.turnout_state.strip() or config.url_setting(
-                getattr(ctx.options, "turnout_config", ""), "state"
-            )
-        except ValueError as e:
-            raise exceptions.OptionsError(str(e)) from None
         current = self.services.state
-        if updated <= {"turnout_config"} and (current.url if current else "") == url:
+        url = config.configured_url(updated, "turnout_state", "state", current.url if current else "")
+        if url is None:
             return  # the config changed, but not where the state is
         if ctx.options.turnout_state_timeout_ms <= 0 or ctx.options.turnout_state_lease <= 0:
             raise exceptions.OptionsError("turnout_state_timeout_ms and turnout_state_lease must be above 0")

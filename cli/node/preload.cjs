@@ -4,7 +4,7 @@
 // by installing undici's EnvHttpProxyAgent as the global dispatcher, which the runtime's bundled undici
 // shares (Symbol.for('undici.globalDispatcher.1')). Newer runtimes honour NODE_USE_ENV_PROXY themselves:
 // there it does nothing. The CA bundle comes from NODE_EXTRA_CA_CERTS, which Node's TLS already trusts.
-// undici-proxy.cjs is undici 6 (MIT, see LICENSE-undici), bundled by scripts/vendor_undici.
+// vendor/undici-proxy.cjs is undici 6 (MIT, see vendor/LICENSE-undici), bundled by scripts/vendor_undici.
 
 function honoursEnvProxy (version) {
   const [major, minor] = version.split('.').map(Number)
@@ -16,7 +16,7 @@ function install () {
   if (typeof globalThis.fetch !== 'function') return 'no fetch'
   if (honoursEnvProxy(process.versions.node) && env.NODE_USE_ENV_PROXY === '1') return 'native'
   if (!(env.HTTPS_PROXY || env.https_proxy || env.HTTP_PROXY || env.http_proxy)) return 'no proxy set'
-  const { EnvHttpProxyAgent, setGlobalDispatcher } = require('./undici-proxy.cjs')
+  const { EnvHttpProxyAgent, setGlobalDispatcher } = require('./vendor/undici-proxy.cjs')
   // undici 6 calls EnvHttpProxyAgent experimental and says so on stderr in every process: not for this use
   const emitWarning = process.emitWarning
   process.emitWarning = function (warning, ...rest) {

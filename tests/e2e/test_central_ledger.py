@@ -87,8 +87,15 @@ def test_postgres_stopped_mid_run_loses_nothing_and_the_fleet_report_adds_up(
     assert all(abs((central[k] or 0) - (r["cost_usd"] or 0)) < 1e-12 for k, r in local.items())
     instances = pg_server.query("select count(distinct instance) from flows")
     assert instances == [(3,)]
-    kinds = [k for (k,) in pg_server.query("select kind from events where kind like 'central_%' order by at")]
-    assert kinds.count("central_unavailable") == 3 and kinds.count("central_recovered") == 3
+    # each instance's outage and recovery, as events rows: a recovery is recorded once the shipper is
+    # through again, so its row can follow the flows it shipped by a moment (and ships after them)
+    deadline = time.monotonic() + 30
+    while True:
+        kinds = [k for (k,) in pg_server.query("select kind from events where kind like 'central_%' order by at")]
+        if kinds.count("central_recovered") == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert kinds.count("central_unavailable") == 3 and kinds.count("central_recovered") == 3, kinds
 
     # the fleet's report is the sum of the instances' reports
     fleet = turnout_json("report", "--db", pg_server.url, "--since", "all")
