@@ -52,6 +52,9 @@ class Failover:
         # first call the relay carried: the next call on them opens their own, which serves the rest
         self.own_upstream: set[str] = set()
         self.relayed: set[str] = set()
+        # flows the relay carries now: each holds one of its pool's connections until its answer ends
+        self.in_pool: set[str] = set()
+        self.pool_size = 256
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -66,12 +69,18 @@ class Failover:
             "handshake with the provider; later calls on a kept-alive connection use its own), all, or off.",
             choices=WARM_POOL_MODES,
         )
+        loader.add_option(
+            "turnout_warm_pool_size", int, 256,
+            "Most provider connections the relay's pool holds. A call the pool has no free connection for goes "
+            "on its client connection's own (as with the pool off): it never waits for another client's stream.",
+        )  # fmt: skip
 
     def configure(self, updated: set[str]) -> None:
         if not updated & {
             "turnout_config",
             "turnout_failover",
             "turnout_warm_pool",
+            "turnout_warm_pool_size",
             "turnout_upstream",
             "turnout_upstreams",
             "mode",
@@ -84,8 +93,11 @@ class Failover:
                                  frozenset(PROVIDERS))  # fmt: skip
         except ValueError as e:
             raise exceptions.OptionsError(f"turnout_config [[failover]]: {e}") from None
+        if ctx.options.turnout_warm_pool_size < 1:
+            raise exceptions.OptionsError("turnout_warm_pool_size must be 1 or more")
         self.cfg = cfg if ctx.options.turnout_failover else FailoverConfig()
         self.warm_pool = ctx.options.turnout_warm_pool
+        self.pool_size = ctx.options.turnout_warm_pool_size
         chained = [m for m in getattr(ctx.options, "mode", []) if m.startswith("upstream")]
         if chained and self.warm_pool != "off":
             # the relay dials providers itself: behind an upstream proxy, every call keeps mitmproxy's leg
@@ -106,9 +118,13 @@ class Failover:
             return
         ca = getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None)
         verify: Any = False if getattr(ctx.options, "ssl_insecure", False) else (ca or True)
-        self.relay = Relay(self.cfg, self._base_url, verify=verify, on_transition=self._transition)
+        self.relay = Relay(
+            self.cfg, self._base_url, verify=verify, on_transition=self._transition, pool_size=self.pool_size
+        )
+        self.in_pool.clear()
         self.relay.start()
         self.services.circuits = {name: "closed" for name in PROVIDERS}
+        self.services.pool_in_use = lambda: len(self.in_pool)
 
     def _base_url(self, provider: str) -> str:
         urls = self.services.upstream_urls
@@ -135,8 +151,15 @@ class Failover:
             return
         fmt = FORMATS.get((llm.provider.name, llm.endpoint))
         rule = self.cfg.rule_for(llm.provider.name, llm.model) if fmt is not None else None
-        if rule is None and not self._warm(flow.client_conn.id):
-            return
+        if rule is None:
+            if len(self.in_pool) >= self.pool_size:
+                # every pooled connection is carrying a call (streams can last minutes): this one takes
+                # its client connection's own rather than queue behind them
+                self.services.pool_overflow += 1
+                return
+            if not self._warm(flow.client_conn.id):
+                return
+        self.in_pool.add(flow.id)
         req = flow.request
         call = {
             "provider": llm.provider.name,
@@ -202,7 +225,11 @@ class Failover:
                 failover_reason=headers.get("x-turnout-failover-reason") or None,
             )
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.in_pool.discard(flow.id)  # a stream's response hook comes once it has ended
+
     def error(self, flow: http.HTTPFlow) -> None:
+        self.in_pool.discard(flow.id)
         flow.request.headers.pop(TOKEN, None)  # a flow that failed keeps no relay token in mitmweb or a dump
         flow.request.headers.pop(CALL, None)
 

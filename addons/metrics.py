@@ -113,7 +113,7 @@ class MetricSet:
 
     def watch_quality(self, services: Any) -> None:
         """Shadow's measured pass rate per routing group, read at every scrape."""
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         class Quality:
             def collect(self):
@@ -146,6 +146,15 @@ class MetricSet:
                 for provider, circuit in list(services.circuits.items()):
                     f.add_metric([provider], float(CIRCUIT_GAUGE.get(circuit, 0)))
                 yield f
+                if services.pool_in_use is not None:
+                    yield GaugeMetricFamily(
+                        "turnout_warm_pool_in_use", "Provider calls the relay's warm pool carries now",
+                        value=float(services.pool_in_use()),
+                    )  # fmt: skip
+                    yield CounterMetricFamily(
+                        "turnout_warm_pool_overflow", "Calls that found the warm pool full and used their own connection",
+                        value=float(services.pool_overflow),
+                    )  # fmt: skip
 
         self.registry.register(Quality())
         self.quality_watched = True

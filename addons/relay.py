@@ -98,8 +98,10 @@ class Relay:
         *,
         verify: Any = True,
         on_transition: Callable[[str, str], None] = lambda provider, state: None,
+        pool_size: int = 256,
     ) -> None:
         self.cfg = cfg
+        self.pool_size = pool_size
         self.base_url = base_url
         self.verify = verify
         self.on_transition = on_transition
@@ -141,7 +143,7 @@ class Relay:
 
     async def _serve(self, tls: ssl.SSLContext | bool) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls, limit=256, keepalive_timeout=POOL_IDLE),
+            connector=aiohttp.TCPConnector(ssl=tls, limit=self.pool_size, keepalive_timeout=POOL_IDLE),
             auto_decompress=False,  # bodies pass through byte for byte
             trust_env=False,
         )

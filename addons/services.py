@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from turnout.ledger.pricing import PriceBook
 from turnout.ledger.store import iso_utc
@@ -41,6 +41,9 @@ class Services:
     # where failover sends a fallback target in a run with --upstream.
     upstream_urls: dict[str, str] = field(default_factory=dict)
     circuits: dict[str, str] = field(default_factory=dict)  # provider -> failover circuit state (Failover)
+    # the relay's pool (Failover): calls it carries now, and calls that found it full and went on their own
+    pool_in_use: Callable[[], int] | None = None
+    pool_overflow: int = 0
     # SharedState's Redis (`turnout_state`), or None: budgets, breakers and the cache keep their state here
     state: Any = None
     state_lease: float = 900.0

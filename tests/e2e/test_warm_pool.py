@@ -48,3 +48,77 @@ def test_a_kept_alive_client_gets_a_provider_connection_of_its_own(make_proxy, u
         assert relay.connections == connections
     finally:
         relay.stop()
+
+
+def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_proxy, upstream):
+    """The pool holds at most turnout_warm_pool_size connections; a call that finds them all busy goes on
+    its own client connection instead of queueing behind another client's stream."""
+    import asyncio
+    import re
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    bound, n = 8, 64
+    relay = LatencyRelay(("127.0.0.1", upstream.port), 0).start()  # counts the connections that reach it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    peak, sampling = [0], threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+                m = re.search(r"^turnout_warm_pool_in_use (\S+)$", text, re.M)
+                if m:
+                    peak[0] = max(peak[0], int(float(m.group(1))))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    try:
+        proxy = make_proxy(
+            "--upstream", f"http://127.0.0.1:{relay.port}", "--set", f"turnout_warm_pool_size={bound}",
+            "--metrics-port", str(metrics_port), with_upstream=False,
+        )  # fmt: skip
+        # each stream 20 chunks 150 ms apart (3 s): every client connection is new, so each first call
+        # would go to the pool; only `bound` can
+        headers = {"x-test-chunks": "20", "x-test-delay-ms": "150", "x-turnout-cache": "no"}
+
+        async def one(i: int) -> tuple[float, float, str]:
+            client = proxy.async_client(max_retries=0, timeout=60)
+            stream = await client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"pool {i} " + "w " * 19}], stream=True,
+                extra_headers=headers,
+            )  # fmt: skip
+            first, text = None, ""
+            async for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    first = first or time.monotonic()
+                    text += c.choices[0].delta.content
+            end = time.monotonic()
+            await client.close()
+            return first or end, end, text
+
+        async def burst() -> list[tuple[float, float, str]]:
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        results = asyncio.run(burst())
+        sampling.set()
+        sampler.join(5)
+        assert all(text.startswith("echo from gpt-4o: pool") for *_, text in results)
+        # no stream waited for another to end: every one had begun before the first one finished
+        assert max(first for first, _, _ in results) < min(end for _, end, _ in results)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        overflow = int(float(re.search(r"^turnout_warm_pool_overflow_total (\S+)$", text, re.M).group(1)))
+        assert peak[0] == bound  # the pool was full, and never past its bound
+        assert overflow >= n - 2 * bound  # the rest went on their own connections (some may find a freed slot)
+        assert relay.connections <= bound + overflow  # the pool opened no more than its bound
+        rows = proxy.wait_rows(n, timeout=30)
+        assert all(r["error"] is None and r["completion_tokens"] for r in rows)
+    finally:
+        relay.stop()
