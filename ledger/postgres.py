@@ -83,25 +83,44 @@ def local_columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]
 
 
 def sync_schema(pg: Any, local: sqlite3.Connection, tables: list[str]) -> None:
-    """Create or extend the central tables to hold every column the local ledger has."""
+    """Create or extend the central tables to hold every column the local ledger has.
+
+    Only what is missing is created or altered: DDL locks a table exclusively even when IF NOT EXISTS
+    makes it a no-op, and an instance reconnecting while the others upsert into several tables would
+    then deadlock with them. The catalog is read without table locks."""
     with pg.transaction():
         pg.execute("SELECT pg_advisory_xact_lock(1953853294)")  # instances starting together: one at a time
+        have: dict[str, set[str]] = {}
+        for table, column in pg.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        ).fetchall():
+            have.setdefault(table, set()).add(column)
+        indexes = {name for (name,) in pg.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        ).fetchall()}  # fmt: skip
+        changed = False
         for table in tables:
             cols = local_columns(local, table)
             keys = KEYS[table]
-            defs = [f"{_q(c)} {'bigint' if c == 'id' and 'instance' in keys else t}" for c, t in cols]
-            pg.execute(
-                f"CREATE TABLE IF NOT EXISTS {_q(table)} (instance text, {', '.join(defs)}, "
-                f"PRIMARY KEY ({', '.join(_q(k) for k in keys)}))"
-            )
-            for c, t in cols:
-                pg.execute(f"ALTER TABLE {_q(table)} ADD COLUMN IF NOT EXISTS {_q(c)} {t}")
+            if table not in have:
+                defs = [f"{_q(c)} {'bigint' if c == 'id' and 'instance' in keys else t}" for c, t in cols]
+                pg.execute(
+                    f"CREATE TABLE {_q(table)} (instance text, {', '.join(defs)}, "
+                    f"PRIMARY KEY ({', '.join(_q(k) for k in keys)}))"
+                )
+                changed = True
+            else:
+                for c, t in cols:
+                    if c not in have[table]:
+                        pg.execute(f"ALTER TABLE {_q(table)} ADD COLUMN IF NOT EXISTS {_q(c)} {t}")
+                        changed = True
             for cols_ in INDEXES.get(table, []):
                 name = f"idx_{table}_{'_'.join(cols_)}"
-                pg.execute(f"CREATE INDEX IF NOT EXISTS {_q(name)} ON {_q(table)} ({', '.join(map(_q, cols_))})")
+                if name not in indexes:
+                    pg.execute(f"CREATE INDEX IF NOT EXISTS {_q(name)} ON {_q(table)} ({', '.join(map(_q, cols_))})")
         for sql in COMPAT:
             pg.execute(sql)
-        if "flows" in tables:
+        if "flows" in tables and (changed or "flows_summary" not in have):
             pg.execute(FLOWS_SUMMARY)
 
 
@@ -114,6 +133,9 @@ def upsert(pg: Any, instance: str, rows: dict[str, list[dict[str, Any]]]) -> int
                 continue
             cols = ["instance", *items[0]]
             keys = KEYS[table]
+            # in key order: two instances upserting the same keys (a shared cache's entries) then lock
+            # them in the same order, and cannot deadlock
+            items = sorted(items, key=lambda r: tuple(str(r.get(k)) for k in keys if k != "instance"))
             updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in cols if c not in keys)
             sql = (
                 f"INSERT INTO {_q(table)} ({', '.join(map(_q, cols))}) VALUES ({', '.join(['%s'] * len(cols))}) "

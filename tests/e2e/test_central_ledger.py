@@ -95,7 +95,8 @@ def test_postgres_stopped_mid_run_loses_nothing_and_the_fleet_report_adds_up(
         if kinds.count("central_recovered") == 3 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert kinds.count("central_unavailable") == 3 and kinds.count("central_recovered") == 3, kinds
+    detail = pg_server.query("select instance, kind, message from events where kind like 'central_%' order by at")
+    assert kinds.count("central_unavailable") == 3 and kinds.count("central_recovered") == 3, detail
 
     # the fleet's report is the sum of the instances' reports
     fleet = turnout_json("report", "--db", pg_server.url, "--since", "all")

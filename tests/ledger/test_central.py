@@ -136,3 +136,23 @@ def test_local_columns_follow_sqlite_types(tmp_path):
     assert postgres.local_columns(conn, "t") == [
         ("a", "text"), ("b", "integer"), ("c", "double precision"), ("d", "double precision"), ("e", "text"),
     ]  # fmt: skip
+
+
+def test_reconnecting_takes_no_table_lock_while_others_upsert(tmp_path, pg_server):
+    """An instance that reconnects runs sync_schema while the others are mid-upsert: with the schema
+    current it must issue no DDL (DDL locks the table even as a no-op, and deadlocked with them)."""
+    db = open_ledger(tmp_path / "l.db")
+    _write(db, [_flow(1)])
+    tables = list(outbox.SHIPPED)
+    first = postgres.connect(pg_server.url)
+    postgres.sync_schema(first, db.conn, tables)
+    busy, again = postgres.connect(pg_server.url), postgres.connect(pg_server.url)
+    try:
+        with busy.transaction():  # another instance's upsert, its transaction still open
+            postgres.upsert(busy, "other", {"flows": [_flow(2)]})
+            again.execute("SET lock_timeout = '2s'")
+            postgres.sync_schema(again, db.conn, tables)  # a table lock would wait for `busy`, and time out
+    finally:
+        for c in (first, busy, again):
+            c.close()
+    assert pg_server.query("select count(*) from flows") == [(1,)]
