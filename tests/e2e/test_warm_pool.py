@@ -83,9 +83,9 @@ def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_pr
             "--upstream", f"http://127.0.0.1:{relay.port}", "--set", f"turnout_warm_pool_size={bound}",
             "--metrics-port", str(metrics_port), with_upstream=False,
         )  # fmt: skip
-        # each stream 20 chunks 150 ms apart (3 s): every client connection is new, so each first call
-        # would go to the pool; only `bound` can
-        headers = {"x-test-chunks": "20", "x-test-delay-ms": "150", "x-turnout-cache": "no"}
+        # each stream 20 chunks 250 ms apart (5 s, room for a slow machine to open 64 connections first);
+        # every client connection is new, so each first call would go to the pool: only `bound` can
+        headers = {"x-test-chunks": "20", "x-test-delay-ms": "250", "x-turnout-cache": "no"}
 
         async def one(i: int) -> tuple[float, float, str]:
             client = proxy.async_client(max_retries=0, timeout=60)
