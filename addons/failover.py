@@ -54,7 +54,6 @@ class Failover:
         self.relayed: set[str] = set()
         # flows the relay carries now: each holds one of its pool's connections until its answer ends
         self.in_pool: set[str] = set()
-        self.pool_size = 256
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -97,7 +96,6 @@ class Failover:
             raise exceptions.OptionsError("turnout_warm_pool_size must be 1 or more")
         self.cfg = cfg if ctx.options.turnout_failover else FailoverConfig()
         self.warm_pool = ctx.options.turnout_warm_pool
-        self.pool_size = ctx.options.turnout_warm_pool_size
         chained = [m for m in getattr(ctx.options, "mode", []) if m.startswith("upstream")]
         if chained and self.warm_pool != "off":
             # the relay dials providers itself: behind an upstream proxy, every call keeps mitmproxy's leg
@@ -119,7 +117,11 @@ class Failover:
         ca = getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None)
         verify: Any = False if getattr(ctx.options, "ssl_insecure", False) else (ca or True)
         self.relay = Relay(
-            self.cfg, self._base_url, verify=verify, on_transition=self._transition, pool_size=self.pool_size
+            self.cfg,
+            self._base_url,
+            verify=verify,
+            on_transition=self._transition,
+            pool_size=ctx.options.turnout_warm_pool_size,
         )
         self.in_pool.clear()
         self.relay.start()
@@ -152,12 +154,12 @@ class Failover:
         fmt = FORMATS.get((llm.provider.name, llm.endpoint))
         rule = self.cfg.rule_for(llm.provider.name, llm.model) if fmt is not None else None
         if rule is None:
-            if len(self.in_pool) >= self.pool_size:
+            if not self._warm(flow.client_conn.id):
+                return
+            if len(self.in_pool) >= relay.pool_size:
                 # every pooled connection is carrying a call (streams can last minutes): this one takes
                 # its client connection's own rather than queue behind them
                 self.services.pool_overflow += 1
-                return
-            if not self._warm(flow.client_conn.id):
                 return
         self.in_pool.add(flow.id)
         req = flow.request

@@ -69,8 +69,11 @@ def setup_commands(p: Plan) -> list[list[str]]:
         [*ns, "ip", "link", "set", p.ns_if, "up"],
         [*ns, "ip", "link", "set", "lo", "up"],
         [*ns, "ip", "route", "add", "default", "via", p.host_ip],
-        *(["iptables", *table, "-I" if first else "-A", *rule] for table, first, rule in _rules(p, port=None)),
+        *(_add(rule) for rule in forwarding_rules(p)),
     ]
+
+
+Rule = tuple[list[str], bool, list[str]]  # (table, insert before the chain's own rules?, chain and match)
 
 
 def redirect_rule(p: Plan, port: int) -> list[str]:
@@ -78,25 +81,33 @@ def redirect_rule(p: Plan, port: int) -> list[str]:
     return ["PREROUTING", "-i", p.host_if, "-p", "tcp", "--dport", "443", "-j", "REDIRECT", "--to-ports", str(port)]
 
 
-def _rules(p: Plan, port: int | None) -> list[tuple[list[str], bool, list[str]]]:
-    """(table, insert before the chain's own rules?, chain and match) for each iptables rule of a run."""
-    nat = ["-t", "nat"]
-    rules = [
-        (nat, False, ["POSTROUTING", "-s", p.subnet, "!", "-o", p.host_if, "-j", "MASQUERADE"]),
+def forwarding_rules(p: Plan) -> list[Rule]:
+    """What lets the namespace's other traffic out (and its answers back in), as if it were not there."""
+    return [
+        (["-t", "nat"], False, ["POSTROUTING", "-s", p.subnet, "!", "-o", p.host_if, "-j", "MASQUERADE"]),
         ([], True, ["FORWARD", "-i", p.host_if, "-j", "ACCEPT"]),
         ([], True, ["FORWARD", "-o", p.host_if, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
     ]  # fmt: skip
-    if port is not None:
-        rules.append((nat, True, redirect_rule(p, port)))
-        # the redirected connections reach the listener even where INPUT's policy drops
-        rules.append(([], True, ["INPUT", "-i", p.host_if, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]))
-    return rules
+
+
+def listener_rules(p: Plan, port: int) -> list[Rule]:
+    """The redirect to the listener, and its way in even where INPUT's policy drops."""
+    return [
+        (["-t", "nat"], True, redirect_rule(p, port)),
+        ([], True, ["INPUT", "-i", p.host_if, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]),
+    ]
+
+
+def _add(rule: Rule) -> list[str]:
+    table, first, spec = rule
+    return ["iptables", *table, "-I" if first else "-A", *spec]
 
 
 def teardown_commands(p: Plan, port: int | None) -> list[list[str]]:
     """Undo setup (and the redirect): each step on its own, so one that fails does not keep the rest."""
+    rules = forwarding_rules(p) + (listener_rules(p, port) if port is not None else [])
     return [
-        *(["iptables", *t, "-D", *rule] for t, _, rule in _rules(p, port)),
+        *(["iptables", *table, "-D", *spec] for table, _, spec in rules),
         ["ip", "link", "del", p.host_if],  # takes its peer with it
         ["ip", "netns", "del", p.netns],
     ]
@@ -178,8 +189,8 @@ class Namespace:
 
     def redirect(self, port: int) -> None:
         self.port = port  # set first: close() undoes whichever of its rules went in
-        for table, _, rule in _rules(self.plan, port)[-2:]:
-            _run(["iptables", *table, "-I", *rule])
+        for rule in listener_rules(self.plan, port):
+            _run(_add(rule))
 
     def close(self) -> None:
         for cmd in teardown_commands(self.plan, self.port):

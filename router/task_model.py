@@ -22,6 +22,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .features import RequestFeatures, hashed_word_ngram_counts
 from .tasks import classify_task
 
@@ -120,8 +122,6 @@ class TaskModel:
     def __post_init__(self) -> None:
         # the same weights as a sorted bucket array and a dense bucket x task matrix: a request's few
         # hundred features are looked up and summed in numpy, not one weight at a time in Python
-        import numpy as np
-
         buckets = sorted(self.weights)
         matrix = np.zeros((len(buckets) + 1, len(self.tasks)))  # the last row: no bucket, all zeros
         for row, b in enumerate(buckets):
@@ -132,8 +132,6 @@ class TaskModel:
         object.__setattr__(self, "_intercepts", np.array(self.intercepts))
 
     def predict(self, f: RequestFeatures) -> str:
-        import numpy as np
-
         rule = classify_task(f)
         if rule == "tool_use":  # declared tools decide on their own: the model never saw any
             return rule
@@ -188,7 +186,6 @@ def fit_task_model(
     report: dict | None = None,
 ) -> TaskModel:
     """Multinomial logistic regression over `task_features`; the largest `keep` weights are kept."""
-    import numpy as np
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
