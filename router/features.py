@@ -509,7 +509,7 @@ def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int =
     power-of-two bucket count the bigram bucket is just their xor — ``(a ^ b) % 2**k ==
     (a % 2**k) ^ (b % 2**k)`` — all of it in C-level ``map`` calls.
     """
-    unis, pairs = _ngram_buckets(list(words)[:max_words], n_buckets)
+    unis, pairs = ngram_buckets(list(words)[:max_words], n_buckets)
     out = set(unis)
     out.update(pairs)
     return out
@@ -517,13 +517,14 @@ def hashed_word_ngram_set(words: Iterable[str], n_buckets: int, max_words: int =
 
 def hashed_word_ngram_counts(words: Iterable[str], n_buckets: int, max_words: int = 400) -> Counter[int]:
     """Bucket -> count of the word unigrams/bigrams (the hashing of :func:`hashed_word_ngram_set`)."""
-    unis, pairs = _ngram_buckets(list(words)[:max_words], n_buckets)
+    unis, pairs = ngram_buckets(list(words)[:max_words], n_buckets)
     out = Counter(unis)
     out.update(pairs)
     return out
 
 
-def _ngram_buckets(ws: list[str], n_buckets: int) -> tuple[list[int], Iterable[int]]:
+def ngram_buckets(ws: list[str], n_buckets: int) -> tuple[list[int], Iterable[int]]:
+    """The buckets of the words' unigrams (a list) and of their bigrams (an iterator), memoised per word."""
     if n_buckets & (n_buckets - 1):  # not a power of two: the plain definition
         hs = [zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in ws]
         return [h % n_buckets for h in hs], [

@@ -16,7 +16,6 @@ import json
 import math
 import re
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .features import RequestFeatures, hashed_word_ngram_counts
+from .features import RequestFeatures, hashed_word_ngram_counts, ngram_buckets, words_of
 from .tasks import classify_task
 
 N_BUCKETS = 2**18
@@ -44,22 +43,40 @@ _COARSE_BUCKETS: dict[str, int] = {}
 
 
 def task_features(f: RequestFeatures, rule: str | None = None) -> dict[int, float]:
-    """Bucket -> value for one request: counts of the word uni/bigrams of the system prompt and of the
-    user text's head and tail (two namespaces; a short text is its own head and tail, so its words count
-    twice), the rules' label (router/tasks.py, weighted RULE_VALUE) and a few coarse counts. Hashing is
-    features.hashed_word_ngram_counts's (memoised per word, C-level maps): this runs on every proxied call."""
+    """Bucket -> value for one request (training's view of :func:`task_feature_pairs`, a repeated bucket's
+    values summed)."""
+    keys, values = task_feature_pairs(f, rule)
+    out: dict[int, float] = {}
+    for b, v in zip(keys.tolist(), values.tolist()):
+        out[b] = out.get(b, 0.0) + v
+    return out
+
+
+def task_feature_pairs(f: RequestFeatures, rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The request's features as buckets and their values, a bucket possibly repeated (a linear model adds
+    them up either way): counts of the word uni/bigrams of the system prompt and of the user text's head
+    and tail (two namespaces; a short text is its own head and tail, so its words count twice), character
+    trigrams, the rules' label (router/tasks.py, weighted RULE_VALUE) and a few coarse counts. Left
+    unmerged because this runs on every proxied call: merging is dict work in Python, the sum is numpy's."""
     user = f.user_text
+    sys_keys, sys_values = _system_pairs(f.system_text) if f.system_text else ((), None)
+    keys: list[int] = list(sys_keys)
+    lengths: list[int] = []
+    weights: list[float] = []
     edges = user[:EDGE_CHARS] + " " + user[-EDGE_CHARS:]
-    out: dict[int, float] = dict(_system_counts(f.system_text)) if f.system_text else {}
-    for b, n in hashed_word_ngram_counts(_WORD.findall(edges), HALF, 2 * SYSTEM_WORDS).items():
-        out[b + HALF] = n
+    unis, pairs = ngram_buckets(words_of(edges)[: 2 * SYSTEM_WORDS], HALF)  # edges: lower case already
+    keys.extend(unis)
+    keys.extend(pairs)
+    lengths.append(len(keys) - len(sys_keys))
+    weights.append(1.0)
     if user:
-        grams = Counter(char_gram_buckets(user[:CHAR_EDGE]))
+        start = len(keys)
+        keys.extend(char_gram_buckets(user[:CHAR_EDGE]))
         if len(user) > CHAR_EDGE:  # a short text is its own start and end: counted once
-            grams.update(char_gram_buckets(user[-CHAR_EDGE:]))
-        for b, n in grams.items():
-            b += HALF
-            out[b] = out.get(b, 0.0) + n * CHAR_VALUE
+            keys.extend(char_gram_buckets(user[-CHAR_EDGE:]))
+        lengths.append(len(keys) - start)
+        weights.append(CHAR_VALUE)
+    edge_end = len(keys)  # keys[len(sys_keys):edge_end] are the user text's, in [0, HALF) until moved
     rule = rule or classify_task(f)
     for name, value in (
         (f"rule={rule}", RULE_VALUE),
@@ -69,18 +86,24 @@ def task_features(f: RequestFeatures, rule: str | None = None) -> dict[int, floa
         (f"turns={min(f.n_assistant_turns, 2)}", 1.0),
         (f"json={f.response_format or '-'}", 1.0),
     ):
-        b = _coarse(name)
-        out[b] = out.get(b, 0.0) + value
-    return out
+        keys.append(_coarse(name))
+        lengths.append(1)
+        weights.append(value)
+    buckets = np.array(keys, dtype=np.int64)
+    buckets[len(sys_keys) : edge_end] += HALF  # the user text's namespace
+    values = np.repeat(np.array(weights), lengths)
+    return buckets, values if sys_values is None else np.concatenate((sys_values, values))
 
 
 @lru_cache(maxsize=512)
-def _system_counts(system: str) -> tuple[tuple[int, float], ...]:
+def _system_pairs(system: str) -> tuple[tuple[int, ...], np.ndarray]:
     """An application sends the same system prompt with every call: hash it once."""
     out: dict[int, float] = dict(hashed_word_ngram_counts(_WORD.findall(system)[:SYSTEM_WORDS], HALF, SYSTEM_WORDS))
     for b in char_gram_buckets(system[:CHAR_SYSTEM].lower(), "s"):
         out[b] = out.get(b, 0.0) + CHAR_VALUE
-    return tuple(out.items())
+    values = np.array(list(out.values()))
+    values.flags.writeable = False  # shared by every call with this prompt
+    return tuple(out), values
 
 
 _GRAM_MEMO: dict[str, int] = {}
@@ -92,7 +115,9 @@ def char_gram_buckets(text: str, namespace: str = "") -> list[int]:
     the text padded with one, so words' starts and ends are trigrams of their own. Memoised per trigram
     (a C-level map over a dict): this runs on every proxied call."""
     t = " " + " ".join(text.split()) + " "
-    grams = [namespace + t[i : i + CHAR_N] for i in range(len(t) - CHAR_N + 1)]
+    grams = list(map("".join, zip(*(t[i:] for i in range(CHAR_N)))))
+    if namespace:
+        grams = [namespace + g for g in grams]
     memo = _GRAM_MEMO
     if len(memo) > _GRAM_MEMO_MAX:
         memo.clear()
@@ -135,9 +160,7 @@ class TaskModel:
         rule = classify_task(f)
         if rule == "tool_use":  # declared tools decide on their own: the model never saw any
             return rule
-        feats = task_features(f, rule)
-        keys = np.fromiter(feats.keys(), np.int64, len(feats))
-        values = np.fromiter(feats.values(), np.float64, len(feats))
+        keys, values = task_feature_pairs(f, rule)
         rows = np.searchsorted(self._buckets, keys)  # type: ignore[attr-defined]
         rows[self._buckets[rows] != keys] = len(self._buckets) - 1  # type: ignore[attr-defined]  # unweighted
         scores = self._intercepts + values @ self._matrix[rows]  # type: ignore[attr-defined]

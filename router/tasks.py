@@ -183,6 +183,79 @@ _GATES: dict[str, frozenset[str]] = {
     ),
 }
 
+
+def _phrases(*alternatives: str) -> tuple[tuple[frozenset[str], ...], ...]:
+    """Gate alternatives from specs like "which|category class label": every `|`-separated group must
+    contribute one of its words."""
+    return tuple(tuple(frozenset(group.split()) for group in alt.split("|")) for alt in alternatives)
+
+
+# Sharper gates for the rules whose single-word gates open on almost any long text ("is", "which",
+# "find", "correct"): for each of the regex's alternatives, the words it cannot match without — one of
+# each group. Each is a necessary condition of its alternative (tests/router/test_task_gates.py checks it
+# against every labelled request), so the regex runs only where it might match.
+_PHRASE_GATES: dict[str, tuple[tuple[frozenset[str], ...], ...]] = {
+    "classification": _phrases(
+        "classify classification classifier categorize categorise sentiment triage sentimiento",
+        "which|category class label team department queue bucket intent topic",
+        "label tag|this the each it every",
+        "is|this it|spam toxic positive negative",
+        "positive|negative",
+        "reply respond answer return output|with|label category class word tag",
+        "label|only one",
+        "is|this the|ticket message email review comment post request text",
+        "intent priority urgency severity|of level label",
+        "spam|or",
+        "identify|the|language intent category topic sentiment",
+        "rate|scale",
+        "tag tags label labels|by",
+    ),
+    "extraction": _phrases(
+        "extract parse",
+        "pull|the out",
+        "find|all",
+        "list|all every the each",
+        "named|entity entities",
+        "fill|the|json schema fields",
+        "grab|the",
+        "identify|names dates amounts entities people companies fields",
+        "return|json|with",
+    ),
+    "rewriting": _phrases(
+        "rewrite rephrase paraphrase proofread reword polish polished shorten tighten copyedit",
+        "re|write",
+        "fix correct|grammar spelling typos",
+        "make|it this|more less sound",
+        "simplify|this the",
+        "edit|this the my",
+        "plain|english language words",
+        "more|formal casual polite concise professional friendly",
+        "less|formal technical harsh",
+        "clean|up",
+        "copy|edit",
+        "improve|wording writing flow clarity",
+        "change|tone",
+        "sound|less more",
+        "british american|english spelling",
+        "patient|friendly",
+    ),
+    "code_verb": _phrases("write implement fix debug refactor review optimize optimise explain convert port"),
+}
+
+
+def _gate_open(words: frozenset[str], task: str) -> bool:
+    gates = _PHRASE_GATES.get(task)
+    if gates is None:
+        return not words.isdisjoint(_GATES[task])
+    for alt in gates:  # loops, not any(all(...)): this runs on every proxied call
+        for group in alt:
+            if words.isdisjoint(group):
+                break
+        else:
+            return True
+    return False
+
+
 _CODE_RE = re.compile(
     r"\b(?:python|javascript|typescript|java|golang|rust|c\+\+|c#|kotlin|swift|ruby|php|bash|shell script|sql|"
     r"regex|html|css|json schema|api endpoint|function|class|method|compile[rd]?|stack ?trace|traceback|"
@@ -268,12 +341,17 @@ def classify_task(f: RequestFeatures) -> str:
     instr = _instruction_text(f)
     ws = frozenset(f.words)
     for task, rx in _RULES:
-        if not ws.isdisjoint(_GATES[task]) and rx.search(instr):
+        if _gate_open(ws, task) and rx.search(instr):
             return task
     if (
         f.n_code_blocks
         or f.n_code_lines >= 3
-        or (not ws.isdisjoint(_GATES["code"]) and _CODE_RE.search(instr) and _CODE_VERB_RE.search(instr))
+        or (
+            not ws.isdisjoint(_GATES["code"])
+            and _gate_open(ws, "code_verb")
+            and _CODE_RE.search(instr)
+            and _CODE_VERB_RE.search(instr)
+        )
     ):
         return "code"
     if f.n_choices >= 3:
