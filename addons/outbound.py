@@ -77,7 +77,10 @@ class Outbound:
 
     @staticmethod
     async def _session(tls: ssl.SSLContext | bool) -> aiohttp.ClientSession:  # aiohttp wants its running loop
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls), trust_env=False)
+        # no cookie jar: a cookie a provider set on one tenant's shadow must not ride another tenant's
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls), trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.verify is False:

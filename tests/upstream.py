@@ -8,6 +8,7 @@ Behaviour is chosen by the request, as a client would choose it:
 - headers `x-test-chunks` and `x-test-delay-ms` shape a stream (default 5 chunks, no delay; the
   closing events — usage chunk, [DONE], message_stop — follow the last one at once);
 - header `x-test-hang-ms` delays the whole answer (timeouts, aborts);
+- header `x-test-set-cookie` adds that `set-cookie` to the answer (a provider edge's cookie);
 - header `x-test-no-usage` makes a chat stream leave out usage even when asked (as some servers do);
 - header `x-test-pieces` (a JSON list of strings) sets a chat answer's text, one stream chunk a piece;
 - header `x-test-body` (a JSON string) answers 200 with exactly that body, and `x-test-cut` sends a
@@ -169,6 +170,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
+
+    def end_headers(self) -> None:
+        # a provider edge's cookie (Cloudflare's __cf_bm, say): asked for, or on every answer (server.set_cookie)
+        cookie = self.headers.get("x-test-set-cookie") or self.server.set_cookie
+        if cookie:
+            self.send_header("set-cookie", cookie)
+        super().end_headers()
 
     def _send_json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -734,6 +742,7 @@ class UpstreamServer(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.gzip_json = gzip_json
         self.aborted = 0
+        self.set_cookie: str | None = None
         self._lock = threading.Lock()
 
     @property

@@ -445,3 +445,19 @@ def test_the_evidence_policy_routes_exactly_the_groups_the_evidence_clears(make_
     ]
     assert "evidence: pass rate 85/85" in rows[0]["route_reason"] and "upper bound" in rows[1]["route_reason"]
     assert a.model == "gpt-4o-mini" and b.model == "gpt-4o" and c.model == "gpt-4o"
+
+
+def test_a_cookie_set_on_one_tenants_shadow_never_rides_anothers(make_proxy, tmp_path, upstream):
+    """turnout's own calls share one HTTP client: it keeps no cookie jar (a provider edge sets cookies)."""
+    upstream.set_cookie = "__cf_bm=edge-cookie; Path=/; HttpOnly"
+    cfg = config(tmp_path, "sample = 1.0\nexplore = 0.0\n")
+    # a host name, not 127.0.0.1: cookie jars keep cookies for names (aiohttp's refuses IP addresses)
+    proxy = make_proxy("--config", cfg, "--upstream", f"http://localhost:{upstream.port}", shadow=True,
+                       with_upstream=False)  # fmt: skip
+    for i, key in enumerate(["sk-shadow-tenant-a-01", "sk-shadow-tenant-b-02", "sk-shadow-tenant-a-01"]):
+        ask(proxy.client(api_key=key), f"Classify the sentiment: fine {i}. [[answer: positive]]")
+    assert len(wait_evals(proxy.db, 3)) == 3
+    shadows = [r for r in upstream.requests if model_of(r) not in (None, "gpt-4o")]
+    assert len(shadows) >= 3
+    for r in shadows:
+        assert not any(k.lower() == "cookie" for k in r["headers"]), r["headers"]
