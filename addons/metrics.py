@@ -155,6 +155,13 @@ class MetricSet:
                         "turnout_warm_pool_overflow", "Calls that found the warm pool full and used their own connection",
                         value=float(services.pool_overflow),
                     )  # fmt: skip
+                    by_version = CounterMetricFamily(
+                        "turnout_warm_pool_responses", "Provider answers on the relay's pooled connections, by HTTP version",
+                        labels=("http_version",),
+                    )  # fmt: skip
+                    for version, n in list(services.pool_responses.items()):
+                        by_version.add_metric([version], float(n))
+                    yield by_version
 
         self.registry.register(Quality())
         self.quality_watched = True

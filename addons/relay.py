@@ -3,7 +3,8 @@
 mitmproxy sends a request upstream on the client connection's own server connection and cannot
 stream an answer an addon made itself, so "try another provider, translate its stream back" cannot
 happen inside a hook. A call under a `[[failover]]` rule is therefore sent to this relay instead
-(loopback, its own thread, event loop and pooled aiohttp client); mitmproxy streams whatever the
+(loopback, its own thread and event loop; its provider connections are addons/provider_pool.py's: HTTP/1.1
+keep-alive, or HTTP/2 where switched on and offered); mitmproxy streams whatever the
 relay answers as it would the provider's, so the tee, the ledger and mitmweb see it as usual.
 
 For each call the relay sends the request to its provider as it came (bytes, headers, errors and
@@ -36,9 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
+from turnout.addons.provider_pool import TIMEOUTS, UPSTREAM_ERRORS, ProviderPool, ProviderResponse
 from turnout.ledger.circuit import Circuit
 from turnout.ledger.failover_config import FailoverConfig, FailoverRule, Target
 from turnout.ledger.providers import PROVIDERS
@@ -99,9 +100,13 @@ class Relay:
         verify: Any = True,
         on_transition: Callable[[str, str], None] = lambda provider, state: None,
         pool_size: int = 256,
+        http2: bool = False,
+        on_response: Callable[[str], None] = lambda http_version: None,
     ) -> None:
         self.cfg = cfg
         self.pool_size = pool_size
+        self.http2 = http2
+        self.on_response = on_response  # each provider answer's HTTP version, from the relay's thread
         self.base_url = base_url
         self.verify = verify
         self.on_transition = on_transition
@@ -111,7 +116,7 @@ class Relay:
         self._limited: dict[tuple[str, str], float] = {}  # (provider, credential fingerprint) -> retry-after end
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ProviderPool | None = None
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -142,11 +147,7 @@ class Relay:
         ready.wait(10)
 
     async def _serve(self, tls: ssl.SSLContext | bool) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls, limit=self.pool_size, keepalive_timeout=POOL_IDLE),
-            auto_decompress=False,  # bodies pass through byte for byte
-            trust_env=False,
-        )
+        self._pool = ProviderPool(verify=tls, size=self.pool_size, idle=POOL_IDLE, http2=self.http2)
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that leaves (mitmproxy dropped the flow) stops its handler and upstream call
@@ -162,8 +163,8 @@ class Relay:
     async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     @property
     def running(self) -> bool:
@@ -264,28 +265,26 @@ class Relay:
 
     async def _send(
         self, url: str, headers: list[tuple[str, str]] | dict[str, str], data: bytes, timeout: float
-    ) -> aiohttp.ClientResponse | str:
+    ) -> ProviderResponse | str:
         """The response once its headers are in, or why there is none ("connect" / "timeout")."""
-        assert self._session is not None
-        # the body is whole here: frame it with its length, whatever framing reached the relay
+        assert self._pool is not None
+        # the body is whole here: the pool frames it with its length, whatever framing reached the relay
         # (an HTTP/2 request without content-length arrives chunked)
-        headers = [*(headers.items() if isinstance(headers, dict) else headers), ("content-length", str(len(data)))]
         try:
-            return await asyncio.wait_for(
-                self._session.post(url, headers=headers, data=data, allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout,
-                                                                 sock_read=STALL_TIMEOUT)),
+            resp = await asyncio.wait_for(
+                self._pool.send(url, list(headers.items() if isinstance(headers, dict) else headers), data,
+                                connect_timeout=timeout, stall_timeout=STALL_TIMEOUT),
                 timeout,
             )  # fmt: skip
-        except TimeoutError:
+        except TIMEOUTS:
             log.warning("turnout: no answer from %s within %.0fs", url.split("?", 1)[0], timeout)
             return "timeout"
-        except (aiohttp.ClientError, OSError) as e:
-            if isinstance(e, aiohttp.ServerTimeoutError):
-                return "timeout"
+        except UPSTREAM_ERRORS as e:
             # mitmproxy's own words, which operators grep for
             log.warning("turnout: error establishing server connection to %s: %s", url.split("?", 1)[0], e)
             return "connect"
+        self.on_response(resp.http_version)
+        return resp
 
     @staticmethod
     def _failure(status: int) -> str | None:
@@ -342,7 +341,7 @@ class Relay:
                 # a whole answer of known length: one read, one write
                 try:
                     data = await resp.read()
-                except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                except (*UPSTREAM_ERRORS, TimeoutError) as e:
                     return await self._cut(request, resp, target, e)
                 whole = web.Response(status=resp.status, reason=resp.reason, body=data)
                 _copy_headers(resp, whole)
@@ -359,19 +358,19 @@ class Relay:
             for data in held:
                 await _write(out, data)
             try:
-                async for data in resp.content.iter_any():
+                async for data in resp.iter_any():
                     await _write(out, data)
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            except (*UPSTREAM_ERRORS, TimeoutError) as e:
                 _cut_off(request, target, e)  # the client's copy ends cut too, never as if complete
                 return out
             await out.write_eof()
             return out
         finally:
-            resp.release()
+            await resp.release()
 
     @staticmethod
     async def _cut(
-        request: web.Request, resp: aiohttp.ClientResponse, target: Target, e: BaseException
+        request: web.Request, resp: ProviderResponse, target: Target, e: BaseException
     ) -> web.StreamResponse:
         """The provider's answer broke off before its declared length: the client's copy breaks off too
         (its headers, then the connection closed), so mitmproxy sees the cut it would have seen itself."""
@@ -386,9 +385,9 @@ class Relay:
         return out
 
     @staticmethod
-    async def _hold(resp: aiohttp.ClientResponse, call: Call, held: list[bytes]) -> None:
+    async def _hold(resp: ProviderResponse, call: Call, held: list[bytes]) -> None:
         parser, hub = SSEParser(), TargetToHub(call.fmt, call.model)
-        async for data in resp.content.iter_any():
+        async for data in resp.iter_any():
             held.append(data)
             for ev in parser.feed(data):
                 hub.feed(ev)
@@ -442,8 +441,7 @@ class Relay:
                     answer = json.loads(await resp.read())
                     translated = answer_from_hub(call.fmt, answer_to_hub(target.provider, answer, target.model))
                 except (
-                    aiohttp.ClientError,
-                    OSError,
+                    *UPSTREAM_ERRORS,
                     TimeoutError,
                     ValueError,
                     TypeError,
@@ -457,14 +455,14 @@ class Relay:
                 return web.json_response(translated, headers=info, dumps=lambda o: json.dumps(o, ensure_ascii=False))
             return await self._stream_fallback(request, call, target, resp, info, attempts)
         finally:
-            resp.release()
+            await resp.release()
 
     async def _stream_fallback(
         self,
         request: web.Request,
         call: Call,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: ProviderResponse,
         info: dict[str, str],
         attempts: list[Attempt],
     ) -> web.StreamResponse | None:
@@ -473,7 +471,7 @@ class Relay:
         held: list[bytes] = []
         out: web.StreamResponse | None = None
         try:
-            async for data in resp.content.iter_any():
+            async for data in resp.iter_any():
                 for ev in parser.feed(data):
                     for chunk in hub.feed(ev):
                         piece = client.feed(chunk)
@@ -579,7 +577,7 @@ def _cut_off(request: web.Request, target: Target, e: BaseException) -> None:
         request.transport.close()
 
 
-def _copy_headers(resp: aiohttp.ClientResponse, out: web.StreamResponse) -> None:
+def _copy_headers(resp: ProviderResponse, out: web.StreamResponse) -> None:
     for k, v in resp.headers.items():
         if k.lower() not in _HOP:
             out.headers.add(k, v)
@@ -596,7 +594,7 @@ def _tried(attempts: list[Attempt]) -> str:
     return "; ".join(f"{a.target}={a.reason}" for a in attempts)[:1000]
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+def _retry_after(resp: ProviderResponse) -> float | None:
     value = resp.headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None

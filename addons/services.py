@@ -44,6 +44,7 @@ class Services:
     # the relay's pool (Failover): calls it carries now, and calls that found it full and went on their own
     pool_in_use: Callable[[], int] | None = None
     pool_overflow: int = 0
+    pool_responses: dict[str, int] = field(default_factory=dict)  # provider answers by HTTP version ("HTTP/2")
     # SharedState's Redis (`turnout_state`), or None: budgets, breakers and the cache keep their state here
     state: Any = None
     state_lease: float = 900.0

@@ -122,3 +122,108 @@ def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_pr
         assert all(r["error"] is None and r["completion_tokens"] for r in rows)
     finally:
         relay.stop()
+
+
+def _metric(port: int, name: str, labels: str = "") -> float:
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("http2", [True, False])
+def test_concurrent_new_connections_share_one_http2_provider_connection(make_proxy, upstream, tmp_path, http2):
+    """A provider offering h2: a burst of new client connections rides one pooled connection, streams
+    interleaved on it, each client getting its own answer; with HTTP/2 off, HTTP/1.1, one call each."""
+    import asyncio
+    import time
+
+    from h2_front import H2Front  # tests/h2_front.py
+
+    front = H2Front(upstream.port, tmp_path / "h2").start()
+    metrics = _free_port()
+    n = 8
+    try:
+        proxy = make_proxy(
+            "--upstream", f"https://localhost:{front.port}", "--set", f"ssl_verify_upstream_trusted_ca={front.cert}",
+            "--set", f"turnout_warm_pool_http2={'true' if http2 else 'false'}", "--metrics-port", str(metrics),
+            with_upstream=False,
+        )  # fmt: skip
+        warm = proxy.client(max_retries=0)  # one call first: the pool's connection is open and warm
+        assert warm.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "warm"}])
+        warm.close()
+
+        async def one(i: int) -> tuple[float, float, str]:
+            client = proxy.async_client(api_key=f"sk-tenant-{i:04d}", max_retries=0, timeout=60)
+            stream = await client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"h2 call {i}"}], stream=True,
+                extra_headers={"x-test-chunks": "6", "x-test-delay-ms": "300", "x-turnout-cache": "no"},
+            )  # fmt: skip
+            first, text = None, ""
+            async for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    first = first or time.monotonic()
+                    text += c.choices[0].delta.content
+            await client.close()
+            return first or time.monotonic(), time.monotonic(), text
+
+        async def burst() -> list[tuple[float, float, str]]:
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+        results = asyncio.run(burst())
+        for i, (_, _, text) in enumerate(results):
+            assert text == f"echo from gpt-4o: h2 call {i}"  # no answer crossed to another client
+        assert max(first for first, _, _ in results) < min(end for _, end, _ in results)  # none waited
+        rows = proxy.wait_rows(n + 1)
+        assert all(r["error"] is None and r["completion_tokens"] for r in rows)
+        versions = {r["http_version"] for r in front.requests}
+        if http2:
+            assert versions == {"2"}
+            assert len(front.connections) == 1  # the warm one: the burst opened no other
+            assert _metric(metrics, "turnout_warm_pool_responses_total", '{http_version="HTTP/2"}') == n + 1
+        else:
+            assert versions == {"1.1"}
+            assert len(front.connections) >= n  # one call per HTTP/1.1 connection at a time
+            assert _metric(metrics, "turnout_warm_pool_responses_total", '{http_version="HTTP/1.1"}') == n + 1
+    finally:
+        front.stop()
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_a_cookie_one_tenant_was_given_never_rides_another_tenants_call(make_proxy, upstream, tmp_path, http2):
+    """Provider edges set cookies (Cloudflare's __cf_bm); the relay's pool is shared, its cookie jar must not be."""
+    from h2_front import H2Front
+
+    front = H2Front(upstream.port, tmp_path / "h2").start()
+    try:
+        proxy = make_proxy(
+            "--upstream", f"https://localhost:{front.port}", "--set", f"ssl_verify_upstream_trusted_ca={front.cert}",
+            "--set", f"turnout_warm_pool_http2={'true' if http2 else 'false'}", with_upstream=False,
+        )  # fmt: skip
+        for i, key in enumerate(["sk-tenant-a-0001", "sk-tenant-b-0002", "sk-tenant-a-0001"]):
+            client = proxy.client(api_key=key, max_retries=0)  # a new connection each: the pool carries all three
+            r = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"cookie {i}"}],
+                extra_headers={"x-test-set-cookie": f"__cf_bm=tenant{i}; Path=/; Secure; HttpOnly"},
+            )  # fmt: skip
+            assert r.headers.get("set-cookie", "").startswith(f"__cf_bm=tenant{i}")  # the client gets it, as sent
+            client.close()
+        assert len(proxy.wait_rows(3)) == 3
+        assert len(front.requests) == 3
+        for req in front.requests:
+            assert not any(k.lower() == "cookie" for k, _ in req["headers"]), req["headers"]
+            agents = [v for k, v in req["headers"] if k.lower() == "user-agent"]
+            assert len(agents) == 1 and agents[0].startswith("OpenAI/Python")  # the SDK's; the relay adds none
+        assert {r["http_version"] for r in front.requests} == ({"2"} if http2 else {"1.1"})
+    finally:
+        front.stop()
