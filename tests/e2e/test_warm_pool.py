@@ -6,6 +6,23 @@ import pytest
 from latency_relay import LatencyRelay  # tests/latency_relay.py
 
 
+async def _timed_stream(client, content: str, headers: dict[str, str]) -> tuple[float, float, str]:
+    """One streamed call on its own client: (first content, end, text), monotonic clock; the client closed."""
+    import time
+
+    stream = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": content}], stream=True, extra_headers=headers
+    )
+    first, text = None, ""
+    async for c in stream:
+        if c.choices and c.choices[0].delta.content:
+            first = first or time.monotonic()
+            text += c.choices[0].delta.content
+    end = time.monotonic()
+    await client.close()
+    return first or end, end, text
+
+
 @pytest.mark.parametrize("pool", ["new-connections", "all", "off"])
 def test_new_client_connections_reuse_one_provider_connection(make_proxy, upstream, pool):
     relay = LatencyRelay(("127.0.0.1", upstream.port), 0).start()  # counts the connections that reach it
@@ -88,19 +105,7 @@ def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_pr
         headers = {"x-test-chunks": "20", "x-test-delay-ms": "250", "x-turnout-cache": "no"}
 
         async def one(i: int) -> tuple[float, float, str]:
-            client = proxy.async_client(max_retries=0, timeout=60)
-            stream = await client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": f"pool {i} " + "w " * 19}], stream=True,
-                extra_headers=headers,
-            )  # fmt: skip
-            first, text = None, ""
-            async for c in stream:
-                if c.choices and c.choices[0].delta.content:
-                    first = first or time.monotonic()
-                    text += c.choices[0].delta.content
-            end = time.monotonic()
-            await client.close()
-            return first or end, end, text
+            return await _timed_stream(proxy.async_client(max_retries=0, timeout=60), f"pool {i} " + "w " * 19, headers)
 
         async def burst() -> list[tuple[float, float, str]]:
             return await asyncio.gather(*(one(i) for i in range(n)))
@@ -146,7 +151,6 @@ def test_concurrent_new_connections_share_one_http2_provider_connection(make_pro
     """A provider offering h2: a burst of new client connections rides one pooled connection, streams
     interleaved on it, each client getting its own answer; with HTTP/2 off, HTTP/1.1, one call each."""
     import asyncio
-    import time
 
     from h2_front import H2Front  # tests/h2_front.py
 
@@ -165,17 +169,8 @@ def test_concurrent_new_connections_share_one_http2_provider_connection(make_pro
 
         async def one(i: int) -> tuple[float, float, str]:
             client = proxy.async_client(api_key=f"sk-tenant-{i:04d}", max_retries=0, timeout=60)
-            stream = await client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": f"h2 call {i}"}], stream=True,
-                extra_headers={"x-test-chunks": "6", "x-test-delay-ms": "300", "x-turnout-cache": "no"},
-            )  # fmt: skip
-            first, text = None, ""
-            async for c in stream:
-                if c.choices and c.choices[0].delta.content:
-                    first = first or time.monotonic()
-                    text += c.choices[0].delta.content
-            await client.close()
-            return first or time.monotonic(), time.monotonic(), text
+            headers = {"x-test-chunks": "6", "x-test-delay-ms": "300", "x-turnout-cache": "no"}
+            return await _timed_stream(client, f"h2 call {i}", headers)
 
         async def burst() -> list[tuple[float, float, str]]:
             return await asyncio.gather(*(one(i) for i in range(n)))
