@@ -108,7 +108,6 @@ class ProviderPool:
     """Create it on the event loop that will use it (aiohttp binds its session to the running loop)."""
 
     def __init__(self, *, verify: ssl.SSLContext | bool, size: int, idle: float, http2: bool) -> None:
-        self.http2 = http2
         self._httpx: httpx.AsyncClient | None = None
         self._aiohttp: aiohttp.ClientSession | None = None
         if http2:

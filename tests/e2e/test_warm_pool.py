@@ -71,26 +71,18 @@ def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_pr
     """The pool holds at most turnout_warm_pool_size connections; a call that finds them all busy goes on
     its own client connection instead of queueing behind another client's stream."""
     import asyncio
-    import re
-    import socket
     import threading
     import time
-    import urllib.request
 
     bound, n = 8, 64
     relay = LatencyRelay(("127.0.0.1", upstream.port), 0).start()  # counts the connections that reach it
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
+    metrics_port = _free_port()
     peak, sampling = [0], threading.Event()
 
     def sample() -> None:
         while not sampling.is_set():
             try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
-                m = re.search(r"^turnout_warm_pool_in_use (\S+)$", text, re.M)
-                if m:
-                    peak[0] = max(peak[0], int(float(m.group(1))))
+                peak[0] = max(peak[0], int(_metric(metrics_port, "turnout_warm_pool_in_use")))
             except OSError:
                 pass
             time.sleep(0.05)
@@ -118,8 +110,7 @@ def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_pr
         assert all(text.startswith("echo from gpt-4o: pool") for *_, text in results)
         # no stream waited for another to end: every one had begun before the first one finished
         assert max(first for first, _, _ in results) < min(end for _, end, _ in results)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        overflow = int(float(re.search(r"^turnout_warm_pool_overflow_total (\S+)$", text, re.M).group(1)))
+        overflow = int(_metric(metrics_port, "turnout_warm_pool_overflow_total"))
         assert peak[0] == bound  # the pool was full, and never past its bound
         assert overflow >= n - 2 * bound  # the rest went on their own connections (some may find a freed slot)
         assert relay.connections <= bound + overflow  # the pool opened no more than its bound
