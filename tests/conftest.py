@@ -35,6 +35,15 @@ def upstream() -> Iterator[UpstreamServer]:
     srv.shutdown()
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server the test starts, e.g. --metrics-port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def turnout_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "turnout.cli", *args]
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 import urllib.request
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port
 
 
 def scrape(port: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import free_port
 from latency_relay import LatencyRelay  # tests/latency_relay.py
 
 
@@ -76,7 +77,7 @@ def test_64_concurrent_streams_hold_the_bound_and_none_waits_for_another(make_pr
 
     bound, n = 8, 64
     relay = LatencyRelay(("127.0.0.1", upstream.port), 0).start()  # counts the connections that reach it
-    metrics_port = _free_port()
+    metrics_port = free_port()
     peak, sampling = [0], threading.Event()
 
     def sample() -> None:
@@ -129,14 +130,6 @@ def _metric(port: int, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("http2", [True, False])
 def test_concurrent_new_connections_share_one_http2_provider_connection(make_proxy, upstream, tmp_path, http2):
     """A provider offering h2: a burst of new client connections rides one pooled connection, streams
@@ -146,7 +139,7 @@ def test_concurrent_new_connections_share_one_http2_provider_connection(make_pro
     from h2_front import H2Front  # tests/h2_front.py
 
     front = H2Front(upstream.port, tmp_path / "h2").start()
-    metrics = _free_port()
+    metrics = free_port()
     n = 8
     try:
         proxy = make_proxy(
