@@ -17,6 +17,8 @@ import time
 
 
 class LatencyRelay:
+    method = "user-space relay"
+
     def __init__(self, target: tuple[str, int], rtt_ms: float, host: str = "127.0.0.1", port: int = 0) -> None:
         self.target = target
         self.half = rtt_ms / 2000
