@@ -99,13 +99,17 @@ _GEMINI_SEARCH_TOOLS = ("googleSearch", "google_search", "googleSearchRetrieval"
 
 _ASCII_WORDS = str.maketrans({i: chr(i) if chr(i).isalnum() or chr(i) == "_" else " " for i in range(128)})
 _ASCII_NUMBERS = str.maketrans({i: "0" if chr(i).isdigit() else "." if chr(i) in ".," else " " for i in range(128)})
-_CODE_START_RE = re.compile(
-    r"[ \t]*(?:def |class |import |from \S+ import |#include|public |private |"
+# The same patterns with their line start spelled as a literal "\n" (the text gets one prepended): a
+# pattern that starts with a literal or a character set is found by a C scan for it, where `(?m)^`
+# inside an alternation makes the engine try every position.
+_CODE_START_NL_RE = re.compile(
+    r"\n[ \t]*(?:def |class |import |from \S+ import |#include|public |private |"
     r"function |const |let |var |return\b|SELECT |INSERT |for \(|if \(|while \(|"
     r"fn |func |package |using |console\.|print\()"
 )
-_CHOICE_START_RE = re.compile(r"[ \t]*\(?[A-Ha-h][\).:][ \t]")
-_PER_LINE_MAX = 24  # beyond this many lines one regex scan is cheaper than a match per line
+_CODE_END_RE = re.compile(r"(?m)[{};][ \t]*$")
+_CHOICE_NL_RE = re.compile(r"\n[ \t]*\(?[A-Ha-h][\).:][ \t]")
+_ASCII_MATH_SYMBOLS = tuple("=+*/^<>")
 
 
 def _words(low: str) -> list[str]:
@@ -123,23 +127,22 @@ def _count_numbers(text: str) -> int:
 
 
 def _count_code_lines(text: str) -> int:
-    """`len(_CODE_LINE_RE.findall(text))`: a code-like line start, plus a line ending in `{`, `}` or `;`."""
-    if text.count("\n") >= _PER_LINE_MAX:
-        return len(_CODE_LINE_RE.findall(text))
-    n = 0
-    for line in text.split("\n"):
-        if _CODE_START_RE.match(line):
-            n += 1
-        if line.rstrip(" \t")[-1:] in ("{", "}", ";"):
-            n += 1
-    return n
+    """`len(_CODE_LINE_RE.findall(text))`: a code-like line start, plus a line ending in `{`, `}` or `;`
+    (the two never share characters, so their counts add)."""
+    return len(_CODE_START_NL_RE.findall("\n" + text)) + len(_CODE_END_RE.findall(text))
 
 
 def _count_choices(text: str) -> int:
     """`len(_CHOICE_RE.findall(text))`."""
-    if text.count("\n") >= _PER_LINE_MAX:
-        return len(_CHOICE_RE.findall(text))
-    return sum(1 for line in text.split("\n") if _CHOICE_START_RE.match(line))
+    return len(_CHOICE_NL_RE.findall("\n" + text))
+
+
+def _count_math_symbols(text: str) -> int:
+    """`len(_MATH_SYM_RE.findall(text))`: single characters, so the sum of their counts (ASCII text can
+    hold only the first seven)."""
+    if text.isascii():
+        return sum(map(text.count, _ASCII_MATH_SYMBOLS))
+    return len(_MATH_SYM_RE.findall(text))
 
 
 def _has_latex(text: str) -> bool:
@@ -463,7 +466,7 @@ def _extract(body: dict[str, Any]) -> RequestFeatures:
         n_code_blocks=excerpt.count(_CODE_FENCE) // 2,
         n_code_lines=_count_code_lines(excerpt),
         n_numbers=_count_numbers(excerpt),
-        n_math_symbols=len(_MATH_SYM_RE.findall(excerpt)),
+        n_math_symbols=_count_math_symbols(excerpt),
         has_latex=_has_latex(excerpt),
         n_question_words=sum(map(_QUESTION_WORDS.__contains__, words)),
         n_question_marks=excerpt.count("?"),

@@ -18,6 +18,8 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -108,16 +110,38 @@ def _system_pairs(system: str) -> tuple[tuple[int, ...], np.ndarray]:
 
 _GRAM_MEMO: dict[str, int] = {}
 _GRAM_MEMO_MAX = 1 << 17
+_WORD_GRAMS: dict[str, tuple[int, ...]] = {}  # word -> the buckets of " word "'s trigrams
+_WORD_GRAMS_MAX = 50_000
 
 
 def char_gram_buckets(text: str, namespace: str = "") -> list[int]:
     """The buckets in [0, HALF) of the text's character trigrams, white space folded to one space and
-    the text padded with one, so words' starts and ends are trigrams of their own. Memoised per trigram
-    (a C-level map over a dict): this runs on every proxied call."""
-    t = " " + " ".join(text.split()) + " "
-    grams = list(map("".join, zip(*(t[i:] for i in range(CHAR_N)))))
+    the text padded with one, so words' starts and ends are trigrams of their own. This runs on every
+    proxied call, so the text's trigrams are gathered per word (a word's from a memo: the trigrams of
+    " word ") plus the one across each gap between words (last letter, space, first letter); a text's
+    buckets come out in another order than its trigrams, which a linear model does not see."""
     if namespace:
-        grams = [namespace + g for g in grams]
+        t = " " + " ".join(text.split()) + " "
+        return _gram_buckets([namespace + g for g in map("".join, zip(*(t[i:] for i in range(CHAR_N))))])
+    words = text.split()
+    memo = _WORD_GRAMS
+    if len(memo) > _WORD_GRAMS_MAX:
+        memo.clear()
+    per_word = list(map(memo.get, words))
+    if None in per_word:
+        for i, grams in enumerate(per_word):
+            if grams is None:
+                w = " " + words[i] + " "
+                per_word[i] = memo[words[i]] = tuple(_gram_buckets(list(map("".join, zip(w, w[1:], w[2:])))))
+    out = list(chain.from_iterable(per_word))  # type: ignore[arg-type]
+    if len(words) > 1:
+        out += _gram_buckets(
+            list(map("".join, zip(map(itemgetter(-1), words), repeat(" "), map(itemgetter(0), words[1:]))))
+        )
+    return out
+
+
+def _gram_buckets(grams: list[str]) -> list[int]:
     memo = _GRAM_MEMO
     if len(memo) > _GRAM_MEMO_MAX:
         memo.clear()

@@ -217,6 +217,11 @@ _PIECES = st.sampled_from(
         ".5",
         "print(",
         "\r\n",
+        "√",
+        "≤",
+        "×",
+        "from a;} import ",
+        "if (;",
     ]
 )
 _TEXTS = st.lists(_PIECES, max_size=120).map("".join) | st.text(max_size=300)
@@ -230,11 +235,12 @@ def test_fast_counters_match_their_regexes(text):
     assert features._count_numbers(text) == len(features._NUMBER_RE.findall(text))
     assert features._count_code_lines(text) == len(features._CODE_LINE_RE.findall(text))
     assert features._count_choices(text) == len(features._CHOICE_RE.findall(text))
+    assert features._count_math_symbols(text) == len(features._MATH_SYM_RE.findall(text))
     assert features._has_latex(text) == (features._LATEX_RE.search(text) is not None)
 
 
-def test_fast_counters_past_the_per_line_limit():
-    code = "\n".join(["def f(x):", "    return {x;", "A) one", "}"] * 20)  # many lines: one regex scan
+def test_fast_counters_on_many_lines():
+    code = "\n".join(["def f(x):", "    return {x;", "A) one", "}"] * 20)
     assert (
         features._count_code_lines(code) == len(features._CODE_LINE_RE.findall(code)) == 80
     )  # a line can start and end like code
