@@ -63,7 +63,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "translation",
         re.compile(
-            r"\btranslat(?:e|ion|ing)\b|\btradu(?:ce|cir|ire|is|za|ci)\b|\bübersetze?n?\b|\bprzetłumacz\w*|"
+            r"\btranslat(?:e|ion|ing)\b|\btradu(?:ce|cir|ire|is|za|ci)\b|\bübersetz\w*|\bprzetłumacz\w*|"
             r"\bперевед\w*|翻訳|翻译|번역|"
             rf"\b(?:in|into|to) (?:{_LANGS})\s*[:.?!]?\s*$|\b(?:{_LANGS}),? please\s*[.!?]?\s*$|^\s*(?:{_LANGS}) to (?:{_LANGS})\b|"
             rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b|"
@@ -128,14 +128,14 @@ _SYSTEM_RULES = tuple(
     else (
         task,
         re.compile(
-            r"\btranslat(?:e|ion|ing|or)\b|\btradu(?:ce|cir|ire|is|za)\b|\bübersetze?n?\b|"
+            r"\btranslat(?:e|ion|ing|or)\b|\btradu(?:ce|cir|ire|is|za)\b|\bübersetz\w*|\bprzetłumacz\w*|\bперевед\w*|"
+            r"翻訳|翻译|번역|"
             rf"\b(?:from|to) (?:{_LANGS}) (?:to|into) (?:{_LANGS})\b|"
             rf"\b(?:message|text|input|content|sentence|it|this)s? (?:in|into) (?:{_LANGS})\b(?! (?:only|always))"
         ),
     )
     for task, rx in _RULES
 )
-_GATE_TRANSLATOR = frozenset({"translator"})
 # Gates: a rule's regex only runs when one of these words occurs in the
 # request's words (a set lookup); regex alternations over hundreds of
 # characters are the expensive part of classification.
@@ -149,7 +149,7 @@ _GATES: dict[str, frozenset[str]] = {
     "summarization": frozenset(
         "summarize summarise summarizing summarising summary tl tldr key condense gist sentence sentences resume "
         "zusammenfassung zusammenfassen "
-        "bullet bullets words resume résumé résumer resumen boil nutshell recap sum short shorter brief quick "
+        "bullet bullets words resume résume résumé résumer resumen boil nutshell recap sum short shorter brief quick "
         "highlights abstract".split()
     ),
     "classification": frozenset(
@@ -181,6 +181,15 @@ _GATES: dict[str, frozenset[str]] = {
         "step explain prove reason reasoning puzzle riddle logic logical pros trade tradeoff tradeoffs analyze "
         "analyse compare implication implications deduce infer happen justify".split()
     ),
+    "puzzle": frozenset("who telling minimum measure option should riddle puzzle".split()),
+    "math_extra": frozenset("area perimeter volume circumference square raíz prove".split()),
+}
+# What a word gate cannot see: stems the regex matches inside longer words ("przetłumaczyć",
+# "переведи", "Zusammenfassung") and keywords of scripts written without spaces, where a whole
+# sentence is one word ("これを翻訳して"). A gate also opens when the text holds one of these.
+_STEMS: dict[str, tuple[str, ...]] = {
+    "translation": ("przetłumacz", "перевед", "翻訳", "翻译", "번역", "übersetz"),
+    "summarization": ("zusammenfass",),
 }
 
 
@@ -243,7 +252,12 @@ _PHRASE_GATES: dict[str, tuple[tuple[frozenset[str], ...], ...]] = {
 }
 
 
-def _gate_open(words: frozenset[str], task: str) -> bool:
+def _gate_open(words: frozenset[str], task: str, text: str = "") -> bool:
+    """Whether the task's regex could match a text with these words (`text`: the text itself, for the
+    stems no word gate sees)."""
+    stems = _STEMS.get(task)
+    if stems is not None and text and any(map(text.__contains__, stems)):
+        return True
     gates = _PHRASE_GATES.get(task)
     if gates is None:
         return not words.isdisjoint(_GATES[task])
@@ -317,6 +331,18 @@ _GREETING_RE = re.compile(
 )
 
 
+_NEGATIONS = (" not ", "n't ", " ne ", " no ", " never ", " without ", " cannot ")
+
+
+def _instruction(rx: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The rule's first match that is not an instruction *not* to do it ("list the action items; do not
+    summarize", "ne résume pas")."""
+    for m in rx.finditer(text):
+        if not (" " + text[max(0, m.start() - 8) : m.start()]).endswith(_NEGATIONS):
+            return m
+    return None
+
+
 def _instruction_text(f: RequestFeatures) -> str:
     t = f.user_text
     if len(t) <= 2 * INSTRUCTION_WINDOW:
@@ -341,7 +367,7 @@ def classify_task(f: RequestFeatures) -> str:
     instr = _instruction_text(f)
     ws = frozenset(f.words)
     for task, rx in _RULES:
-        if _gate_open(ws, task) and rx.search(instr):
+        if _gate_open(ws, task, instr) and _instruction(rx, instr):
             return task
     if (
         f.n_code_blocks
@@ -356,10 +382,10 @@ def classify_task(f: RequestFeatures) -> str:
         return "code"
     if f.n_choices >= 3:
         return "qa"
-    if _PUZZLE_RE.search(instr):
+    if _gate_open(ws, "puzzle") and _PUZZLE_RE.search(instr):
         return "reasoning"
     if (
-        _MATH_EXTRA_RE.search(instr)
+        (_gate_open(ws, "math_extra") and _MATH_EXTRA_RE.search(instr))
         or f.has_latex
         or (not ws.isdisjoint(_GATES["math"]) and _MATH_RE.search(instr))
         or (f.n_numbers >= 2 and f.n_math_symbols >= 1 and f.n_words <= 12)
@@ -399,9 +425,14 @@ def _system_task(system: str) -> str | None:
         gate = _GATES.get("creative" if task == "creative_writing" else task)
         if task in ("code", "reasoning", "math"):
             gate = None  # short regexes on a short text: no gate needed
-        if gate is not None and words.isdisjoint(gate) and not (task == "translation" and "translator" in words):
+        if (
+            gate is not None
+            and words.isdisjoint(gate)
+            and not (task == "translation" and "translator" in words)
+            and not any(map(system.__contains__, _STEMS.get(task, ())))
+        ):
             continue
-        m = rx.search(system)
+        m = _instruction(rx, system)
         if m is not None and (best is None or m.start() < best[0]):
             best = (m.start(), task)
     return None if best is None else best[1]
