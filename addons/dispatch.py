@@ -8,13 +8,14 @@ by `update`), so that walk is a large share of bare mitmproxy's CPU per request
 
 `Dispatch` replaces the method on its own master's AddonManager (nothing global, nothing in
 mitmproxy's files) with one that keeps the stock semantics — same order (pre-order over each
-addon's `addons` children), hook methods looked up at every event, errors logged per top-level
-addon by mitmproxy's own `safecall`, `AddonHalt` ending the event, async hooks awaited — but
-visits only the addons that can take the event: per event name it remembers which top-level
-addons have that hook or have children (script loaders, whose scripts can come and go). That
-list is rebuilt whenever an addon is added, registered or removed (script reloads included) and
-at every lifecycle event (`load`, `configure`, `running`, `done`). The one thing it does not see
-is a plain addon object gaining a hook attribute it did not have, between two of those points.
+addon's `addons` children), errors logged per top-level addon by mitmproxy's own `safecall`,
+`AddonHalt` ending the event, async hooks awaited — but walks the addon tree once per event name,
+not once per event: per event name it keeps each top-level addon's hook callables (its own and its
+children's, in order) and skips the addons that have none. That plan is rebuilt whenever an addon is
+added, registered or removed (script loads and reloads go through those) and at every lifecycle event
+(`load`, `configure`, `running`, `done`; a script loader reorders its scripts only in `configure`).
+What it does not see is an addon gaining, losing or swapping a hook attribute, or a child list
+changing behind the manager's back, between two of those points; turnout's addons do neither.
 It also replaces `handle_lifecycle` (the hook, then `update` for a flow), so that neither reads a
 hook's arguments through `dataclasses.fields()` on every event: their names are kept per hook class.
 Errors are caught with a plain `try` and only then handed to `safecall`, which logs them as usual.
@@ -75,15 +76,26 @@ def hook_args(event: hooks.Hook) -> list[Any]:
 
 # Events after which the set of addons, or their options, may differ: the visit lists start afresh.
 LIFECYCLE_EVENTS = frozenset({"load", "configure", "running", "done"})
-_VISIT = "_turnout_visit"  # the per-manager cache: event name -> top-level addons to visit
+_VISIT = "_turnout_visit"  # the per-manager cache: event name -> visit_plan
 
 
-def visit_list(manager: AddonManager, name: str) -> list[Any]:
-    """Top-level addons, in chain order, that have hook `name` or children that might."""
+def visit_plan(manager: AddonManager, name: str) -> list[tuple[Any, list[Callable[..., Any]] | None]]:
+    """(top-level addon, its and its children's callables for hook `name`) in chain order, for the
+    addons that have any; None where looking them up raised (looked up again at each event, so that
+    mitmproxy's `safecall` reports it there, as stock does)."""
     try:
-        return [a for a in manager.chain if hasattr(a, "addons") or getattr(a, name, None) is not None]
-    except Exception:  # noqa: BLE001 - an addon whose attributes raise: visit all, let safecall report it
-        return list(manager.chain)
+        chain = list(manager.chain)
+    except Exception:  # noqa: BLE001 - defensive: the stock walk would fail the same way
+        return []
+    plan: list[tuple[Any, list[Callable[..., Any]] | None]] = []
+    for addon in chain:
+        try:
+            funcs: list[Callable[..., Any]] | None = hook_funcs(addon, name)
+        except Exception:  # noqa: BLE001 - reported at the event, under safecall
+            funcs = None
+        if funcs != []:
+            plan.append((addon, funcs))
+    return plan
 
 
 def forget_visits(manager: AddonManager) -> None:
@@ -95,26 +107,18 @@ def forget_visits(manager: AddonManager) -> None:
 async def trigger_event(self: AddonManager, event: hooks.Hook) -> None:
     """Drop-in for `AddonManager.trigger_event` (bound to one instance by `Dispatch`)."""
     name = event.name
-    visits: dict[str, list[Any]] = self.__dict__.setdefault(_VISIT, {})
+    visits: dict[str, list[tuple[Any, list[Callable[..., Any]] | None]]] = self.__dict__.setdefault(_VISIT, {})
     if name in LIFECYCLE_EVENTS:
         visits.clear()
-    chain = visits.get(name)
-    if chain is None:
-        chain = visits[name] = visit_list(self, name)
-    args: list[Any] | None = None
-    for addon in chain:
+    plan = visits.get(name)
+    if plan is None:
+        plan = visits[name] = visit_plan(self, name)
+    if not plan:
+        return
+    args = hook_args(event)  # the same objects for every hook: computed once per event
+    for addon, funcs in plan:
         try:
-            funcs: list[Callable[..., Any]] | None = hook_funcs(addon, name)
-        except Exception:  # noqa: BLE001 - looked up again under safecall below, which logs it as mitmproxy does
-            funcs = None
-        if funcs == []:
-            continue  # a script loader with no script handling this event: no coroutine, nothing to guard
-        try:
-            if funcs is None:
-                funcs = hook_funcs(addon, name)
-            if args is None:
-                args = hook_args(event)  # the same objects for every hook: compute once per event
-            for func in funcs:
+            for func in funcs if funcs is not None else hook_funcs(addon, name):
                 res = func(*args)
                 if res is not None and inspect.isawaitable(res):
                     await res

@@ -155,8 +155,9 @@ def test_addons_added_or_removed_later_are_seen_at_once() -> None:
         assert log == ["first.request", "first.request", "late.request", "late.request"]
 
 
-def test_children_are_looked_up_at_every_event() -> None:
-    """Script loaders swap their scripts without telling the manager: children are never cached."""
+def test_script_loads_and_reorders_are_seen_at_the_next_event() -> None:
+    """mitmproxy's script loader changes its children through the manager (Script.loadscript registers
+    the new module) or in `configure` (reordering): the plan is rebuilt after either."""
     d = dispatch.Dispatch()
     log: list[str] = []
     with taddons.context(d) as tctx:
@@ -164,10 +165,22 @@ def test_children_are_looked_up_at_every_event() -> None:
         loader = Recorder(log, "loader", [])
         manager.add(loader)
         event = HttpRequestHook(tflow.tflow())
-        tctx.master.event_loop.run_until_complete(manager.trigger_event(event))
-        loader.addons = [Recorder(log, "script")]  # a (re)loaded script
-        tctx.master.event_loop.run_until_complete(manager.trigger_event(event))
-        assert log == ["loader.request", "loader.request", "script.request"]
+
+        def fire() -> None:
+            tctx.master.event_loop.run_until_complete(manager.trigger_event(event))
+
+        fire()
+        script, other = Recorder(log, "script"), Recorder(log, "other")
+        loader.addons = [script, other]
+        manager.register(script)
+        manager.register(other)
+        fire()
+        loader.addons = [other, script]  # ScriptLoader.configure reordering its scripts
+        tctx.master.event_loop.run_until_complete(manager.trigger_event(hooks.ConfigureHook(set())))
+        fire()
+        assert log == ["loader.request"] + ["loader.request", "script.request", "other.request"] + [
+            "loader.request", "other.request", "script.request"
+        ]  # fmt: skip
 
 
 def test_hook_args_are_the_stock_args_for_every_mitmproxy_hook() -> None:
