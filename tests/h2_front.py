@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import socket
 import threading
 from pathlib import Path
@@ -18,39 +16,15 @@ from typing import Any
 
 import httpx
 
+from certificates import self_signed  # tests/certificates.py
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
-
-
-def test_certificate(dir_: Path) -> tuple[Path, Path]:
-    """A self-signed certificate (its own CA) for localhost and 127.0.0.1, and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "turnout h2 test provider")])
-    now = dt.datetime.now(dt.UTC)
-    sans = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7)).add_extension(sans, critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    dir_.mkdir(parents=True, exist_ok=True)
-    (dir_ / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (dir_ / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return dir_ / "cert.pem", dir_ / "key.pem"
 
 
 class H2Front:
     def __init__(self, upstream_port: int, certs: Path) -> None:
         self.upstream = f"http://127.0.0.1:{upstream_port}"
-        self.cert, self.key = test_certificate(certs)
+        self.cert, self.key = self_signed(certs)
         self.requests: list[dict[str, Any]] = []  # http_version, connection (client address, port), path, headers
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))

@@ -374,33 +374,12 @@ def test_sigterm_past_the_drain_records_the_stream_as_partial(make_proxy):
 
 def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
     """A TLS server turnout does not intercept keeps its own certificate end to end."""
-    import datetime as dt
     import ssl
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from certificates import self_signed  # tests/certificates.py
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_file, key_file = self_signed(tmp_path, ("localhost",))
 
     class H(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -414,7 +393,7 @@ def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
 
     srv = HTTPServer(("127.0.0.1", 0), H)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    ctx.load_cert_chain(cert_file, key_file)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
@@ -427,7 +406,7 @@ def test_non_provider_hosts_are_tunnelled_untouched(proxy, tmp_path):
                 "--proxy",
                 proxy.env["HTTPS_PROXY"],
                 "--cacert",
-                str(tmp_path / "c.pem"),
+                str(cert_file),
                 f"https://localhost:{srv.server_address[1]}/",
             ],
             capture_output=True,

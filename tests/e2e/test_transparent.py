@@ -4,7 +4,6 @@ through untouched (its own certificate, its own answer); nothing of the namespac
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from certificates import self_signed  # tests/certificates.py
 
 from conftest import turnout_cmd
 
@@ -32,30 +32,6 @@ def needs_root() -> None:
     for tool in ("ip", "iptables", "curl"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (scripts/ensure-servers installs iptables with apt-get as root)")
-
-
-def self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_file, key_file = tmp_path / "other.crt", tmp_path / "other.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
 
 
 def other_https_server(cert: Path, key: Path) -> socket.socket:
@@ -102,7 +78,7 @@ def leftovers() -> tuple[list[str], list[str]]:
 
 def test_a_client_with_no_proxy_setting_is_intercepted_and_recorded(tmp_path, certs_dir, upstream):
     needs_root()
-    cert, key = self_signed(tmp_path, "other.example")
+    cert, key = self_signed(tmp_path, ("other.example",))
     srv = other_https_server(cert, key)
     db = tmp_path / "t.db"
     # In the namespace: no proxy variable, no CA variable (the system store is turnout's bundle there),
