@@ -96,6 +96,7 @@ def unavailable() -> str | None:
 def serve(port: int, rtt_ms: float, queue: int) -> None:
     """Hold each packet RTT/2 and let it go, in arrival order, until SIGTERM; print the SYNs seen."""
     sock = _bind(queue)
+    _drop_stale(port)
     rules = _rules(port, queue)
     for rule in rules:
         subprocess.run(["iptables", "-I", *rule], check=True)
@@ -132,6 +133,19 @@ def serve(port: int, rtt_ms: float, queue: int) -> None:
         for rule in rules:
             subprocess.run(["iptables", "-D", *rule], capture_output=True)
         print(f"connections {connections}", flush=True)
+
+
+def _drop_stale(port: int) -> None:
+    """Remove this port's queue rules left by a listener that was killed (SIGKILL runs no cleanup)."""
+    listed = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        words = line.split()
+        if (
+            words[:2] == ["-A", "INPUT"]
+            and "NFQUEUE" in words
+            and (f"--dport {port}" in line or f"--sport {port}" in line)
+        ):
+            subprocess.run(["iptables", "-D", *words[1:]], capture_output=True)
 
 
 def _parse(data: bytes, start: int, end: int, port: int) -> tuple[int | None, int]:

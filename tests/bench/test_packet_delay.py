@@ -70,3 +70,22 @@ def test_connect_and_round_trip_cost_what_a_network_does(echo_port: int) -> None
     assert got == b"0x1x2x3x4x"
     assert delay.connections == 1
     assert f"--dport {echo_port}" not in _rules() and f"--sport {echo_port}" not in _rules()
+
+
+def test_rules_left_by_a_killed_listener_are_cleared(echo_port: int) -> None:
+    why = unavailable()
+    if why:
+        pytest.skip(f"the packet delay cannot run here: {why}")
+    killed = PacketDelay(echo_port, RTT_MS).start()
+    assert killed._proc is not None
+    killed._proc.kill()  # no cleanup: its rules stay (bypassed, so traffic flows undelayed)
+    killed._proc.wait()
+    assert f"--dport {echo_port}" in _rules()
+    delay = PacketDelay(echo_port, RTT_MS).start()
+    try:
+        t0 = time.perf_counter()
+        socket.create_connection(("127.0.0.1", echo_port)).close()
+        assert (time.perf_counter() - t0) * 1000 >= RTT_MS * 0.95  # held by the new listener, not bypassed
+    finally:
+        delay.stop()
+    assert f"--dport {echo_port}" not in _rules() and f"--sport {echo_port}" not in _rules()
