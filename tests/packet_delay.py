@@ -195,12 +195,17 @@ class PacketDelay:
         """Stop holding packets; `connections` is then the number of connections opened to the port."""
         if self._proc is None:
             return
+        died = self._proc.poll()  # before we stopped it: from then on its port ran undelayed (bypass)
         self._proc.terminate()
         out, _ = self._proc.communicate(timeout=10)
+        self._proc = None
+        if died is not None:
+            raise RuntimeError(
+                f"the packet delay on port {self.port} exited ({died}) while in use: its figures are void"
+            )
         for line in out.splitlines():
             if line.startswith("connections "):
                 self.connections = int(line.split()[1])
-        self._proc = None
 
 
 def provider_distance(port: int, rtt_ms: float, how: str = "auto") -> "PacketDelay | LatencyRelay":
