@@ -21,7 +21,7 @@ from functools import cache, lru_cache
 from itertools import chain, repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -108,6 +108,7 @@ def _system_pairs(system: str) -> tuple[tuple[int, ...], np.ndarray]:
     return tuple(out), values
 
 
+_V = TypeVar("_V")
 _GRAM_MEMO: dict[str, int] = {}
 _GRAM_MEMO_MAX = 1 << 17
 _WORD_GRAMS: dict[str, tuple[int, ...]] = {}  # word -> the buckets of " word "'s trigrams
@@ -124,16 +125,8 @@ def char_gram_buckets(text: str, namespace: str = "") -> list[int]:
         t = " " + " ".join(text.split()) + " "
         return _gram_buckets([namespace + g for g in map("".join, zip(*(t[i:] for i in range(CHAR_N))))])
     words = text.split()
-    memo = _WORD_GRAMS
-    if len(memo) > _WORD_GRAMS_MAX:
-        memo.clear()
-    per_word = list(map(memo.get, words))
-    if None in per_word:
-        for i, grams in enumerate(per_word):
-            if grams is None:
-                w = " " + words[i] + " "
-                per_word[i] = memo[words[i]] = tuple(_gram_buckets(list(map("".join, zip(w, w[1:], w[2:])))))
-    out = list(chain.from_iterable(per_word))  # type: ignore[arg-type]
+    per_word = _memoised(_WORD_GRAMS, _WORD_GRAMS_MAX, words, _word_grams)
+    out = list(chain.from_iterable(per_word))
     if len(words) > 1:
         out += _gram_buckets(
             list(map("".join, zip(map(itemgetter(-1), words), repeat(" "), map(itemgetter(0), words[1:]))))
@@ -141,15 +134,28 @@ def char_gram_buckets(text: str, namespace: str = "") -> list[int]:
     return out
 
 
+def _word_grams(word: str) -> tuple[int, ...]:
+    w = " " + word + " "
+    return tuple(_gram_buckets(list(map("".join, zip(w, w[1:], w[2:])))))
+
+
 def _gram_buckets(grams: list[str]) -> list[int]:
-    memo = _GRAM_MEMO
-    if len(memo) > _GRAM_MEMO_MAX:
+    return _memoised(_GRAM_MEMO, _GRAM_MEMO_MAX, grams, _gram_bucket)
+
+
+def _gram_bucket(gram: str) -> int:
+    return zlib.crc32(gram.encode("utf-8", "surrogatepass")) % HALF
+
+
+def _memoised(memo: dict[str, _V], limit: int, keys: list[str], make: Callable[[str], _V]) -> list[_V]:
+    """`[make(k) for k in keys]` from a bounded memo: a C-level map over a dict, `make` only on misses."""
+    if len(memo) > limit:
         memo.clear()
-    out = list(map(memo.get, grams))
+    out = list(map(memo.get, keys))
     if None in out:
-        for i, b in enumerate(out):
-            if b is None:
-                out[i] = memo[grams[i]] = zlib.crc32(grams[i].encode("utf-8", "surrogatepass")) % HALF
+        for i, v in enumerate(out):
+            if v is None:
+                out[i] = memo[keys[i]] = make(keys[i])
     return out  # type: ignore[return-value]
 
 
