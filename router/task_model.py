@@ -175,14 +175,17 @@ class TaskModel:
     report: dict[str, Any]
 
     def __post_init__(self) -> None:
-        # the same weights as a sorted bucket array and a dense bucket x task matrix: a request's few
-        # hundred features are looked up and summed in numpy, not one weight at a time in Python
-        buckets = sorted(self.weights)
-        matrix = np.zeros((len(buckets) + 1, len(self.tasks)))  # the last row: no bucket, all zeros
+        # the same weights as a dense bucket x task matrix and a table from every bucket to its row (1 MB;
+        # an unweighted bucket points at the last row, all zeros): a request's few hundred features are
+        # looked up and summed in three numpy operations, not one weight at a time in Python
+        buckets = sorted(b for b in self.weights if 0 <= b < N_BUCKETS)  # no feature lands outside
+        matrix = np.zeros((len(buckets) + 1, len(self.tasks)))
         for row, b in enumerate(buckets):
             for k, w in self.weights[b]:
                 matrix[row, k] = w
-        object.__setattr__(self, "_buckets", np.array(buckets + [N_BUCKETS], dtype=np.int64))
+        row_of = np.full(N_BUCKETS, len(buckets), dtype=np.int32)
+        row_of[np.array(buckets, dtype=np.int64)] = np.arange(len(buckets), dtype=np.int32)
+        object.__setattr__(self, "_row_of", row_of)
         object.__setattr__(self, "_matrix", matrix)
         object.__setattr__(self, "_intercepts", np.array(self.intercepts))
 
@@ -191,9 +194,7 @@ class TaskModel:
         if rule == "tool_use":  # declared tools decide on their own: the model never saw any
             return rule
         keys, values = task_feature_pairs(f, rule)
-        rows = np.searchsorted(self._buckets, keys)  # type: ignore[attr-defined]
-        rows[self._buckets[rows] != keys] = len(self._buckets) - 1  # type: ignore[attr-defined]  # unweighted
-        scores = self._intercepts + values @ self._matrix[rows]  # type: ignore[attr-defined]
+        scores = self._intercepts + values @ self._matrix[self._row_of[keys]]  # type: ignore[attr-defined]
         return self.tasks[int(scores.argmax())]
 
     def to_json(self) -> dict[str, Any]:
